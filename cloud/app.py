@@ -1,0 +1,55 @@
+"""The cloud's app factory: the store, the HTTP face, and (optionally) the consumer."""
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from flask import Flask
+from flask_smorest import Api
+
+from cloud import store, web
+
+DEFAULTS: dict[str, Any] = {
+    "DATABASE_URL": store.DEFAULT_URL,
+    "MQTT_HOST": "127.0.0.1",
+    "MQTT_PORT": 1883,
+    "MQTT_USERNAME": None,
+    "MQTT_PASSWORD": None,
+    "SHARED_SUBSCRIPTION": False,  # True when several ingest processes share the nodes
+    "START_CONSUMER": True,
+    "API_TITLE": "kitap cloud",
+    "API_VERSION": "v1",
+    "OPENAPI_VERSION": "3.0.3",
+    "OPENAPI_URL_PREFIX": "/api",
+    "OPENAPI_JSON_PATH": "openapi.json",
+}
+
+
+def create_app(config: Mapping[str, Any] | None = None) -> Flask:
+    """Defaults, then KITAP_* environment variables, then ``config`` (tests)."""
+    app = Flask(__name__)
+    app.config.from_mapping(DEFAULTS)
+    app.config.from_prefixed_env("KITAP")
+    if config:
+        app.config.from_mapping(config)
+    store.connect(app.config["DATABASE_URL"])
+    api = Api(app)
+    api.register_blueprint(web.api)
+    app.register_blueprint(web.pages)
+    if app.config["START_CONSUMER"]:
+        from cloud.consumer import Consumer
+
+        consumer = Consumer(host=app.config["MQTT_HOST"], port=int(app.config["MQTT_PORT"]),
+                            shared=bool(app.config["SHARED_SUBSCRIPTION"]),
+                            username=app.config["MQTT_USERNAME"],
+                            password=app.config["MQTT_PASSWORD"])
+        consumer.start()
+        app.extensions["kitap.consumer"] = consumer
+    return app
+
+
+def shutdown(app: Flask) -> None:
+    """Stop the consumer."""
+    consumer = app.extensions.get("kitap.consumer")
+    if consumer is not None:
+        consumer.stop()

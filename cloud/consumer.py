@@ -1,0 +1,193 @@
+"""The cloud's MQTT consumer: events in, acks out, node status kept.
+
+paho's network thread only queues messages; one worker thread drains the
+queue in batches, groups the events by node, applies each node's group in one
+transaction (cloud.ingest) and then acknowledges. A bad message is counted,
+logged with its payload cut short, and kept in ``RejectedMessage``: it never
+stops the loop. Several consumers may run at once (MQTT 5 shared subscription).
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import queue
+import socket
+import threading
+from collections import defaultdict
+from typing import Any
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
+from peewee import PeeweeException
+from prometheus_client import Counter, Gauge
+
+from cloud import store as s
+from cloud.ingest import UnknownNode, ingest
+from protocol import topics
+from protocol.envelope import Event, decode_batch, decode_status, encode_ack
+from protocol.errors import RejectedMessage
+
+logger = logging.getLogger(__name__)
+
+# Messages taken from the queue into one round of transactions: large enough
+# that a node catching up writes hundreds of events per commit, small enough
+# that acks flow back within a fraction of a second.
+DRAIN_MAX = 200
+KEEPALIVE = 15
+RECONNECT_MIN, RECONNECT_MAX = 0.5, 5.0
+# What of a rejected payload is kept for inspection.
+KEEP_PAYLOAD_CHARS = 4000
+
+EVENTS_APPLIED = Counter("kitap_cloud_events_applied_total", "Events applied", ["node"])
+EVENTS_DUPLICATE = Counter("kitap_cloud_events_duplicate_total", "Duplicate events ignored")
+MESSAGES_REJECTED = Counter("kitap_cloud_messages_rejected_total", "Messages refused",
+                            ["channel"])
+QUEUE_DEPTH = Gauge("kitap_cloud_ingest_queue_depth", "Messages waiting for the worker")
+
+
+class Consumer:
+    """Subscribes to every node's events and status; applies, acks, records."""
+
+    def __init__(self, *, host: str, port: int, shared: bool = False,
+                 username: str | None = None, password: str | None = None) -> None:
+        self.host, self.port, self.shared = host, port, shared
+        self.connected = False
+        self.rejected = 0
+        self.applied = 0
+        self._queue: queue.Queue[mqtt.MQTTMessage] = queue.Queue()
+        self._stop = threading.Event()
+        self._worker: threading.Thread | None = None
+        client_id = f"kitap-cloud-{socket.gethostname()}-{os.getpid()}-{id(self):x}"
+        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id,
+                                  protocol=MQTTProtocolVersion.MQTTv5)
+        if username:
+            self.client.username_pw_set(username, password)
+        self.client.reconnect_delay_set(RECONNECT_MIN, RECONNECT_MAX)
+        self.client.on_connect = self._on_connect
+        self.client.on_disconnect = self._on_disconnect
+        self.client.on_message = self._on_message
+
+    def start(self) -> None:
+        """Connect in the background and start the worker."""
+        self._worker = threading.Thread(target=self._run, name="ingest", daemon=True)
+        self._worker.start()
+        self.client.connect_async(self.host, self.port, keepalive=KEEPALIVE)
+        self.client.loop_start()
+
+    def stop(self) -> None:
+        """Stop taking messages, finish the current round, disconnect."""
+        self._stop.set()
+        if self._worker:
+            self._worker.join(timeout=10)
+        self.client.disconnect()
+        self.client.loop_stop()
+
+    # -- paho callbacks ----------------------------------------------------------
+
+    def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any,
+                    properties: Any) -> None:
+        if reason.is_failure:
+            logger.warning("broker refused connection: %s", reason)
+            return
+        events = topics.shared(topics.EVENTS_ALL) if self.shared else topics.EVENTS_ALL
+        client.subscribe([(events, 1), (topics.STATUS_ALL, 1)])
+        self.connected = True
+        logger.info("cloud consumer connected to %s:%d (%s)", self.host, self.port, events)
+
+    def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any,
+                       properties: Any) -> None:
+        self.connected = False
+        logger.warning("cloud consumer disconnected: %s", reason)
+
+    def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
+        self._queue.put(msg)
+        QUEUE_DEPTH.set(self._queue.qsize())
+
+    # -- worker ------------------------------------------------------------------
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                first = self._queue.get(timeout=0.5)
+            except queue.Empty:
+                continue
+            batch = [first]
+            while len(batch) < DRAIN_MAX:
+                try:
+                    batch.append(self._queue.get_nowait())
+                except queue.Empty:
+                    break
+            QUEUE_DEPTH.set(self._queue.qsize())
+            try:
+                self.process(batch)
+            except Exception:
+                # The database is down or the code is wrong: nothing was acked, so
+                # the nodes will resend; keep the loop alive.
+                logger.exception("ingest round failed; the nodes will resend")
+                self._stop.wait(1.0)
+
+    def process(self, messages: list[mqtt.MQTTMessage]) -> None:
+        """Handle one round of messages: statuses, then each node's events, then acks."""
+        by_node: dict[str, list[Event]] = defaultdict(list)
+        for msg in messages:
+            parsed = topics.parse(msg.topic)
+            if parsed is None:
+                self._reject("topic", msg.topic, None, "not a node topic", msg.payload)
+                continue
+            node, channel = parsed
+            try:
+                if channel == "status":
+                    self._status(node, msg.payload)
+                elif channel == "events":
+                    by_node[node].extend(decode_batch(msg.payload, node))
+            except RejectedMessage as exc:
+                self._reject(channel, msg.topic, node, exc.reason, msg.payload)
+        for node, events in by_node.items():
+            try:
+                result = ingest(node, events)
+            except UnknownNode:
+                raw = json.dumps([e.raw for e in events])[:KEEP_PAYLOAD_CHARS].encode()
+                self._reject("unknown_node", topics.node_topic(node, "events"), node,
+                             "unknown node", raw)
+                continue
+            except PeeweeException:
+                logger.exception("store error applying %d events of %s", len(events), node)
+                raise
+            self.applied += result.applied
+            if result.applied:
+                EVENTS_APPLIED.labels(node).inc(result.applied)
+            if result.duplicates:
+                EVENTS_DUPLICATE.inc(result.duplicates)
+            if result.resend_from:
+                logger.info("%s: gap after seq %d, %d held; asking for a resend",
+                            node, result.applied_seq, result.held)
+            self.client.publish(
+                topics.node_topic(node, "ack"),
+                encode_ack(node, result.applied_seq, result.resend_from), qos=1,
+            )
+
+    def _status(self, node: str, payload: bytes) -> None:
+        if not payload:
+            return  # a cleared retained message
+        st = decode_status(payload)
+        if st["node"] != node:
+            raise RejectedMessage(f"status for {st['node']!r} on {node!r}'s topic")
+        updated = s.Node.update(
+            online=st["online"], last_seen=s.utcnow(),
+            status=json.dumps(json.loads(payload), ensure_ascii=False),
+        ).where(s.Node.id == node).execute()
+        if not updated:
+            raise RejectedMessage("status from an unknown node")
+
+    def _reject(self, channel: str, topic: str, node: str | None, reason: str,
+                payload: bytes) -> None:
+        self.rejected += 1
+        MESSAGES_REJECTED.labels(channel).inc()
+        text = payload[:KEEP_PAYLOAD_CHARS].decode("utf-8", "replace")
+        logger.warning("rejected message on %s: %s (%r)", topic, reason, text[:200])
+        try:
+            s.RejectedMessage.create(topic=topic, node=node, reason=reason, payload=text,
+                                     received_at=s.utcnow())
+        except PeeweeException:
+            logger.exception("could not keep rejected message")

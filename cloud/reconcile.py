@@ -1,0 +1,102 @@
+"""Reconciliation, pure: an event and the cloud's belief in, the new belief and repairs out.
+
+Physical truth wins (invariant 4): a node that says a copy left with a reader
+is right, whatever the cloud believed. The cloud accepts the fact, repairs its
+own state and records why, for staff.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from datetime import date, datetime
+
+
+@dataclass(frozen=True)
+class CopyState:
+    """What the cloud believes of one copy."""
+
+    barcode: str
+    known: bool
+    status: str | None = None  # in_slot | on_shelf | in_bin | on_loan
+    location_node: str | None = None
+    slot: int | None = None
+    loan_id: str | None = None
+
+
+@dataclass(frozen=True)
+class OpenLoan:
+    """A loan to create."""
+
+    loan_id: str
+    copy: str
+    reader: str
+    node: str
+    at: datetime
+    due: date
+
+
+@dataclass(frozen=True)
+class CloseLoan:
+    """A loan to close."""
+
+    loan_id: str
+    node: str
+    at: datetime
+    reason: str  # returned | returned_unseen
+
+
+@dataclass(frozen=True)
+class Repair:
+    """A contradiction the cloud resolved, with its cause for staff."""
+
+    kind: str
+    detail: str
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """The changes one event makes."""
+
+    copy: CopyState
+    opens: tuple[OpenLoan, ...] = ()
+    closes: tuple[CloseLoan, ...] = ()
+    repairs: tuple[Repair, ...] = field(default_factory=tuple)
+
+
+def checkout(copy: CopyState, *, node: str, loan_id: str, reader: str, at: datetime,
+             due: date) -> Outcome:
+    """A copy left ``node`` with ``reader``: it is on loan, whatever the cloud thought."""
+    closes: list[CloseLoan] = []
+    repairs: list[Repair] = []
+    if not copy.known:
+        repairs.append(Repair("unknown_copy", f"{node} lent copy {copy.barcode}, "
+                                              "which the cloud had no record of"))
+    elif copy.status == "on_loan" and copy.loan_id and copy.loan_id != loan_id:
+        closes.append(CloseLoan(copy.loan_id, node, at, "returned_unseen"))
+        repairs.append(Repair("checkout_of_copy_on_loan",
+                              f"{node} lent copy {copy.barcode} while loan {copy.loan_id} was "
+                              "open; that loan was closed as returned unseen"))
+    elif copy.location_node and copy.location_node != node:
+        repairs.append(Repair("copy_was_elsewhere",
+                              f"{node} lent copy {copy.barcode}, which the cloud placed at "
+                              f"{copy.location_node}"))
+    new = replace(copy, known=True, status="on_loan", location_node=None, slot=None,
+                  loan_id=loan_id)
+    opened = OpenLoan(loan_id, copy.barcode, reader, node, at, due)
+    return Outcome(new, (opened,), tuple(closes), tuple(repairs))
+
+
+def checkin(copy: CopyState, *, node: str, node_kind: str, at: datetime) -> Outcome:
+    """A copy came back at ``node``: any copy, anywhere, is accepted."""
+    closes: list[CloseLoan] = []
+    repairs: list[Repair] = []
+    if copy.status == "on_loan" and copy.loan_id:
+        closes.append(CloseLoan(copy.loan_id, node, at, "returned"))
+    else:
+        where = copy.location_node or "nowhere known"
+        repairs.append(Repair("return_of_copy_not_on_loan",
+                              f"{node} took back copy {copy.barcode}, which the cloud did not "
+                              f"have on loan ({copy.status or 'unknown'} at {where})"))
+    # A machine's returns drop into its bin until a technician reshelves them.
+    status = "in_bin" if node_kind == "machine" else "on_shelf"
+    new = replace(copy, known=True, status=status, location_node=node, slot=None, loan_id=None)
+    return Outcome(new, (), tuple(closes), tuple(repairs))

@@ -1,0 +1,122 @@
+"""The cloud's HTTP face for now: a network overview page and a small JSON API.
+
+The full ops console and the readers' catalogue arrive with issue 6.
+"""
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from flask import Blueprint as FlaskBlueprint
+from flask import Response, render_template_string
+from flask.views import MethodView
+from flask_smorest import Blueprint, abort
+from peewee import fn
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from cloud import store as s
+
+api = Blueprint("network", __name__, url_prefix="/api",
+                description="The network as the cloud sees it")
+pages = FlaskBlueprint("cloud_pages", __name__)
+
+
+def summary() -> dict[str, Any]:
+    """Per node: events applied, loans open by where they were made, copies held; totals."""
+    cursors = {c.node: c.applied_seq for c in s.NodeCursor.select()}
+    loans_open = dict(
+        s.Loan.select(s.Loan.node, fn.COUNT(s.Loan.id)).where(s.Loan.returned_at.is_null())
+        .group_by(s.Loan.node).tuples()
+    )
+    held = dict(s.Copy.select(s.Copy.location_node, fn.COUNT(s.Copy.barcode))
+                .where(s.Copy.location_node.is_null(False))
+                .group_by(s.Copy.location_node).tuples())
+    nodes = []
+    for n in s.Node.select().order_by(s.Node.kind.desc(), s.Node.id):
+        st = json.loads(n.status or "{}")
+        nodes.append({
+            "id": n.id, "kind": n.kind, "name": n.name, "online": n.online,
+            "last_seen": n.last_seen.isoformat() if n.last_seen else None,
+            "applied_seq": cursors.get(n.id, 0),
+            "node_last_seq": st.get("last_seq"), "outbox_depth": st.get("outbox_depth"),
+            "loans_open": loans_open.get(n.id, 0), "copies_here": held.get(n.id, 0),
+        })
+    return {
+        "nodes": nodes,
+        "events_applied": s.Event.select().count(),
+        "loans_open": sum(loans_open.values()),
+        "loans_total": s.Loan.select().count(),
+        "copies_on_loan": s.Copy.select().where(s.Copy.status == "on_loan").count(),
+        "exceptions_open": s.StaffException.select()
+        .where(s.StaffException.closed_at.is_null()).count(),
+        "rejected_messages": s.RejectedMessage.select().count(),
+    }
+
+
+@api.route("/summary")
+class SummaryView(MethodView):
+    """The network in numbers."""
+
+    def get(self) -> Any:
+        """Nodes, events applied, open loans per location, open exceptions."""
+        return summary()
+
+
+@api.route("/copies/<barcode>")
+class CopyView(MethodView):
+    """Where one copy is."""
+
+    def get(self, barcode: str) -> Any:
+        """The copy's place and its loans, newest first."""
+        c = s.Copy.get_or_none(s.Copy.barcode == barcode)
+        if c is None:
+            abort(404, message=f"No copy {barcode} in the fund.")
+        loans = s.Loan.select().where(s.Loan.copy == barcode).order_by(
+            s.Loan.checked_out_at.desc())
+        return {
+            "barcode": c.barcode, "title_id": c.title_id, "status": c.status,
+            "location_node": c.location_node, "slot": c.slot, "loan_id": c.loan_id,
+            "loans": [{"id": ln.id, "reader": ln.reader, "node": ln.node,
+                       "checked_out_at": ln.checked_out_at.isoformat(),
+                       "returned_at": ln.returned_at.isoformat() if ln.returned_at else None,
+                       "returned_node": ln.returned_node, "close_reason": ln.close_reason}
+                      for ln in loans],
+        }
+
+
+PAGE = """<!doctype html><html lang="en"><head><meta charset="utf-8">
+<meta http-equiv="refresh" content="3"><title>kitap cloud</title>
+<style>body{font-family:system-ui,sans-serif;margin:2rem}table{border-collapse:collapse}
+td,th{padding:.3rem .8rem;border-bottom:1px solid #ddd;text-align:left}
+.on{color:#070}.off{color:#a00}</style></head><body>
+<h1>kitap — the network</h1>
+<p>{{ s.events_applied }} events applied · {{ s.loans_open }} loans open
+({{ s.loans_total }} in all) · {{ s.exceptions_open }} open exceptions ·
+{{ s.rejected_messages }} rejected messages</p>
+<table><tr><th>Node</th><th>Kind</th><th>Name</th><th>Link</th><th>Applied seq</th>
+<th>Outbox</th><th>Loans open (made here)</th><th>Copies here</th></tr>
+{% for n in s.nodes %}<tr><td>{{ n.id }}</td><td>{{ n.kind }}</td><td>{{ n.name }}</td>
+<td class="{{ 'on' if n.online else 'off' }}">{{ 'online' if n.online else 'offline' }}</td>
+<td>{{ n.applied_seq }}</td><td>{{ n.outbox_depth if n.outbox_depth is not none else '?' }}</td>
+<td>{{ n.loans_open }}</td><td>{{ n.copies_here }}</td></tr>{% endfor %}
+</table><p><a href="/api/openapi.json">OpenAPI</a> · <a href="/metrics">metrics</a></p>
+</body></html>"""
+
+
+@pages.get("/")
+def index() -> str:
+    """The network at a glance (refreshes itself)."""
+    return render_template_string(PAGE, s=summary())
+
+
+@pages.get("/healthz")
+def healthz() -> Any:
+    """Liveness: the store answers."""
+    s.Node.select().count()
+    return {"ok": True}
+
+
+@pages.get("/metrics")
+def metrics() -> Response:
+    """Prometheus metrics of this cloud process."""
+    return Response(generate_latest(), mimetype=CONTENT_TYPE_LATEST)

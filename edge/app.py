@@ -1,0 +1,71 @@
+"""The edge node's app factory and process runner."""
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+from flask import Flask
+from flask_smorest import Api
+
+from edge import web
+from edge.store import EdgeStore
+
+logger = logging.getLogger(__name__)
+
+DEFAULTS: dict[str, Any] = {
+    "NODE_ID": "b-local",
+    "NODE_KIND": "branch",        # branch | machine
+    "DATABASE": "kitap-edge.db",
+    "MQTT_HOST": "127.0.0.1",
+    "MQTT_PORT": 1883,
+    "MQTT_USERNAME": None,
+    "MQTT_PASSWORD": None,
+    "SERIAL_PORT": None,          # a machine's controller: a device path or pyserial URL
+    "START_SYNC": True,           # tests of the HTTP layer alone may switch the link off
+    "API_TITLE": "kitap edge node",
+    "API_VERSION": "v1",
+    "OPENAPI_VERSION": "3.0.3",
+    "OPENAPI_URL_PREFIX": "/api",
+    "OPENAPI_JSON_PATH": "openapi.json",
+    "JSON_AS_ASCII": False,
+}
+
+
+def create_app(config: Mapping[str, Any] | None = None) -> Flask:
+    """Defaults, then KITAP_* environment variables, then ``config`` (tests)."""
+    app = Flask(__name__)
+    app.config.from_mapping(DEFAULTS)
+    app.config.from_prefixed_env("KITAP")
+    if config:
+        app.config.from_mapping(config)
+    store = EdgeStore(app.config["NODE_ID"], app.config["DATABASE"])
+    app.extensions["kitap.store"] = store
+    api = Api(app)
+    api.register_blueprint(web.api)
+    app.register_blueprint(web.pages)
+    if app.config["NODE_KIND"] == "machine" and app.config["SERIAL_PORT"]:
+        from edge.machine import MachineService
+
+        machine = MachineService(store, app.config["SERIAL_PORT"])
+        machine.start()
+        app.extensions["kitap.machine"] = machine
+    if app.config["START_SYNC"]:
+        from edge.sync import SyncAgent
+
+        sync = SyncAgent(store, host=app.config["MQTT_HOST"], port=int(app.config["MQTT_PORT"]),
+                         kind=app.config["NODE_KIND"], username=app.config["MQTT_USERNAME"],
+                         password=app.config["MQTT_PASSWORD"])
+        sync.start()
+        app.extensions["kitap.sync"] = sync
+    return app
+
+
+def shutdown(app: Flask) -> None:
+    """Stop the node's background parts in order: hardware, then the link."""
+    machine = app.extensions.get("kitap.machine")
+    if machine is not None:
+        machine.stop()
+    sync = app.extensions.get("kitap.sync")
+    if sync is not None:
+        sync.stop()

@@ -1,0 +1,258 @@
+"""The event envelope and every event body, as marshmallow schemas.
+
+Up the wire a node sends a *batch*: a JSON array of one or more envelopes, each
+with its own ``seq``. A batch is refused whole if its JSON or any envelope's
+header (``v``, ``node``, ``seq``, ``hlc``, ``ts``, ``type``) is bad; an envelope
+whose header is good but whose body is not is *quarantined* by the cloud under
+its seq (so one poison event never blocks that node's queue).
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from marshmallow import EXCLUDE, RAISE, Schema, ValidationError, fields, validate
+
+from protocol import PROTOCOL_VERSION
+from protocol.errors import RejectedMessage
+from protocol.hlc import Timestamp
+from protocol.topics import NODE_ID_RE
+
+# A batch larger than this is refused: 500 events of ~300 bytes stay well under
+# Mosquitto's default message limits and one SQLite transaction stays short.
+MAX_BATCH = 500
+MAX_PAYLOAD_BYTES = 512 * 1024
+
+_ident = validate.Length(min=1, max=64)
+
+
+def _hlc(value: str) -> bool:
+    try:
+        Timestamp.decode(value)
+    except ValueError as exc:
+        raise ValidationError("not an HLC timestamp (13 digits, dash, 5 digits)") from exc
+    return True
+
+
+class LoanCheckoutBody(Schema):
+    """A copy left with a reader (at a machine: it physically left the slot)."""
+
+    class Meta:
+        unknown = RAISE
+
+    loan_id = fields.Str(required=True, validate=_ident)
+    copy = fields.Str(required=True, validate=_ident)
+    reader = fields.Str(required=True, validate=_ident)
+    due = fields.Date(required=True)
+    slot = fields.Int(load_default=None, allow_none=True, validate=validate.Range(min=0, max=999))
+
+
+class LoanReturnBody(Schema):
+    """A copy came back at this node, whoever lent it and wherever."""
+
+    class Meta:
+        unknown = RAISE
+
+    copy = fields.Str(required=True, validate=_ident)
+    # The loan as this node knew it; None when the node had never heard of the copy.
+    loan_id = fields.Str(load_default=None, allow_none=True, validate=_ident)
+    reader = fields.Str(load_default=None, allow_none=True, validate=_ident)
+
+
+BODY_SCHEMAS: dict[str, type[Schema]] = {
+    "loan.checkout": LoanCheckoutBody,
+    "loan.return": LoanReturnBody,
+}
+_BODY_INSTANCES: dict[str, Schema] = {k: v() for k, v in BODY_SCHEMAS.items()}
+
+
+class EnvelopeHeader(Schema):
+    """The envelope around every event; the body is checked apart, by its type."""
+
+    class Meta:
+        unknown = RAISE
+
+    v = fields.Int(required=True, strict=True)
+    node = fields.Str(required=True, validate=validate.Regexp(NODE_ID_RE))
+    seq = fields.Int(required=True, strict=True, validate=validate.Range(min=1))
+    hlc = fields.Str(required=True, validate=_hlc)
+    ts = fields.AwareDateTime(required=True)
+    type = fields.Str(required=True, validate=validate.Length(min=1, max=64))
+    body = fields.Dict(required=True)
+
+
+_HEADER = EnvelopeHeader()
+
+
+@dataclass(frozen=True)
+class Event:
+    """One validated envelope. ``body_error`` is set when only the body was bad."""
+
+    node: str
+    seq: int
+    hlc: str
+    ts: datetime
+    type: str
+    body: dict[str, Any]
+    body_error: str | None = None
+    raw: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+
+
+def _reason(err: ValidationError) -> str:
+    msgs = err.messages
+    if isinstance(msgs, dict):
+        return "; ".join(f"{k}: {_flat(v)}" for k, v in sorted(msgs.items(), key=str))
+    return _flat(msgs)
+
+
+def _flat(v: Any) -> str:
+    if isinstance(v, list):
+        return " ".join(str(x) for x in v)
+    if isinstance(v, dict):
+        return "; ".join(f"{k}: {_flat(x)}" for k, x in v.items())
+    return str(v)
+
+
+def make_envelope(
+    node: str, seq: int, hlc: str, ts: datetime, type_: str, body: dict[str, Any]
+) -> dict[str, Any]:
+    """A wire-ready envelope; the body is validated and serialised by its schema."""
+    schema = _BODY_INSTANCES.get(type_)
+    if schema is None:
+        raise RejectedMessage(f"unknown event type {type_!r}")
+    errors = schema.validate(body)
+    if errors:
+        raise RejectedMessage(f"{type_} body: {_flat(errors)}")
+    return {
+        "v": PROTOCOL_VERSION,
+        "node": node,
+        "seq": seq,
+        "hlc": hlc,
+        "ts": ts.isoformat(),
+        "type": type_,
+        "body": schema.dump(schema.load(body)),
+    }
+
+
+def parse_envelope(obj: Any) -> Event:
+    """Validate one envelope; RejectedMessage if its header is bad."""
+    if not isinstance(obj, dict):
+        raise RejectedMessage("an event must be a JSON object")
+    v = obj.get("v")
+    if isinstance(v, int) and not isinstance(v, bool) and v != PROTOCOL_VERSION:
+        raise RejectedMessage(
+            f"unsupported protocol version {v} (this build speaks {PROTOCOL_VERSION})"
+        )
+    try:
+        head = _HEADER.load(obj)
+    except ValidationError as err:
+        raise RejectedMessage(f"bad envelope: {_reason(err)}") from err
+    body_schema = _BODY_INSTANCES.get(head["type"])
+    body: dict[str, Any] = head["body"]
+    body_error = None
+    if body_schema is None:
+        body_error = f"unknown event type {head['type']!r}"
+    else:
+        try:
+            body = body_schema.load(head["body"])
+        except ValidationError as err:
+            body_error = f"{head['type']} body: {_reason(err)}"
+    return Event(
+        node=head["node"], seq=head["seq"], hlc=head["hlc"], ts=head["ts"],
+        type=head["type"], body=body, body_error=body_error, raw=obj,
+    )
+
+
+def encode_batch(envelopes: list[dict[str, Any]]) -> bytes:
+    """The payload of one message on a node's events topic."""
+    return json.dumps(envelopes, ensure_ascii=False, separators=(",", ":")).encode()
+
+
+def decode_batch(payload: bytes, topic_node: str) -> list[Event]:
+    """Validate a batch that arrived on ``topic_node``'s events topic.
+
+    Refuses the whole batch (RejectedMessage) when it is not JSON, too large,
+    empty, or any envelope has a bad header or speaks for another node.
+    """
+    if len(payload) > MAX_PAYLOAD_BYTES:
+        raise RejectedMessage(f"payload of {len(payload)} bytes exceeds {MAX_PAYLOAD_BYTES}")
+    try:
+        doc = json.loads(payload)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise RejectedMessage(f"payload is not JSON: {exc}") from exc
+    if isinstance(doc, dict):
+        doc = [doc]
+    if not isinstance(doc, list) or not doc:
+        raise RejectedMessage("payload must be a non-empty JSON array of events")
+    if len(doc) > MAX_BATCH:
+        raise RejectedMessage(f"batch of {len(doc)} events exceeds {MAX_BATCH}")
+    events = [parse_envelope(item) for item in doc]
+    for ev in events:
+        if ev.node != topic_node:
+            raise RejectedMessage(
+                f"event seq {ev.seq} claims node {ev.node!r} on {topic_node!r}'s topic"
+            )
+    return events
+
+
+class AckSchema(Schema):
+    """cloud -> node: highest contiguous seq applied; ``resend_from`` asks for a replay."""
+
+    class Meta:
+        unknown = EXCLUDE
+
+    v = fields.Int(required=True, strict=True, validate=validate.Equal(PROTOCOL_VERSION))
+    node = fields.Str(required=True, validate=validate.Regexp(NODE_ID_RE))
+    acked = fields.Int(required=True, strict=True, validate=validate.Range(min=0))
+    resend_from = fields.Int(load_default=None, allow_none=True, strict=True)
+
+
+class StatusSchema(Schema):
+    """node -> all (retained): is the node up, and how far behind is it."""
+
+    class Meta:
+        unknown = EXCLUDE
+
+    v = fields.Int(required=True, strict=True, validate=validate.Equal(PROTOCOL_VERSION))
+    node = fields.Str(required=True, validate=validate.Regexp(NODE_ID_RE))
+    online = fields.Bool(required=True)
+    kind = fields.Str(load_default=None, allow_none=True)
+    ts = fields.AwareDateTime(load_default=None, allow_none=True)
+    outbox_depth = fields.Int(load_default=None, allow_none=True)
+    last_seq = fields.Int(load_default=None, allow_none=True)
+    last_acked = fields.Int(load_default=None, allow_none=True)
+    faults = fields.List(fields.Str(), load_default=list)
+
+
+def _load_json(schema: Schema, payload: bytes, what: str) -> dict[str, Any]:
+    try:
+        doc = json.loads(payload)
+        result: dict[str, Any] = schema.load(doc)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise RejectedMessage(f"{what} is not JSON: {exc}") from exc
+    except ValidationError as err:
+        raise RejectedMessage(f"bad {what}: {_reason(err)}") from err
+    return result
+
+
+def decode_ack(payload: bytes) -> dict[str, Any]:
+    """Validate an ack message."""
+    return _load_json(AckSchema(), payload, "ack")
+
+
+def encode_ack(node: str, acked: int, resend_from: int | None = None) -> bytes:
+    """An ack message for ``node``."""
+    doc = {"v": PROTOCOL_VERSION, "node": node, "acked": acked, "resend_from": resend_from}
+    return json.dumps(doc).encode()
+
+
+def decode_status(payload: bytes) -> dict[str, Any]:
+    """Validate a status message."""
+    return _load_json(StatusSchema(), payload, "status")
+
+
+def encode_status(node: str, online: bool, **extra: Any) -> bytes:
+    """A status message (``extra`` as in StatusSchema)."""
+    return json.dumps({"v": PROTOCOL_VERSION, "node": node, "online": online, **extra}).encode()
