@@ -17,7 +17,7 @@ from typing import Any
 
 from edge.circulation import Refusal
 from edge.hardware import DispenseOutcome, MachineDriver
-from edge.store import CirculationRefused, Copy, EdgeStore, LoanResult
+from edge.store import CirculationRefused, Copy, DispenseIntent, EdgeStore, LoanResult
 from protocol.frames import Cmd, Frame
 
 logger = logging.getLogger(__name__)
@@ -33,6 +33,8 @@ _REFUSALS = {
     "empty": Refusal("empty_slot", "That slot is empty; the book is not in this machine."),
     "not_taken": Refusal("not_taken", "The book was not taken in time and went back in."),
     "offline": Refusal("machine_offline", "The machine's controller is not responding."),
+    "unknown": Refusal("outcome_unknown", "The machine stopped answering during the dispense. "
+                       "If the book came out it is lent to you; the receipt follows."),
     "error": Refusal("machine_error", "The machine reported an error."),
 }
 
@@ -89,6 +91,12 @@ class MachineService:
         with self._lock:
             intent = self.store.begin_dispense(card, barcode, copy.slot)
             outcome: DispenseOutcome = self.driver.dispense(copy.slot, timeout=DISPENSE_TIMEOUT)
+            if outcome.result == "unknown":
+                # Keep the intent open: the controller's late ITEM_TAKEN or
+                # ITEM_RETRACTED (or, after a crash, a slot scan) settles it.
+                logger.warning("dispense of %s from slot %d: outcome unknown (%s)",
+                               barcode, copy.slot, outcome.reason)
+                raise CirculationRefused(_REFUSALS["unknown"])
             if outcome.result != "taken":
                 self.store.fail_dispense(intent)
                 logger.warning("dispense of %s from slot %d: %s %s", barcode, copy.slot,
@@ -103,6 +111,22 @@ class MachineService:
             self.session.since = time.monotonic()
         return result
 
+    def _settle_late(self, cmd: int, data: dict[str, Any]) -> None:
+        """A dispense outcome that arrived after its caller gave up: physical truth wins."""
+        slot = data.get("slot")
+        intent = (DispenseIntent.select()
+                  .where((DispenseIntent.state == "pending") & (DispenseIntent.slot == slot))
+                  .order_by(DispenseIntent.created_at.desc()).first())
+        if intent is None:
+            return
+        if cmd == Cmd.ITEM_TAKEN:
+            tag = str(data.get("tag") or intent.copy)
+            logger.warning("late ITEM_TAKEN for slot %s: lending %s to %s", slot, tag,
+                           intent.reader)
+            self.store.checkout(intent.reader, tag, slot=slot, intent_id=intent.id)
+        else:
+            self.store.fail_dispense(intent.id)
+
     def _on_event(self, frame: Frame) -> None:
         """Unsolicited controller events (called from the driver's dispatch thread)."""
         data: dict[str, Any] = frame.json()
@@ -111,14 +135,12 @@ class MachineService:
             logger.info("card %s presented", data["card"])
         elif frame.cmd == Cmd.RETURN_ITEM_READ:
             tag = str(data["tag"])
-            try:
-                self.store.checkin(tag)
-            except Exception:
-                logger.exception("could not record the return of %s", tag)
-                self.driver.reject_return(tag, "Sorry, this book cannot be returned here now.")
-                self.returns_rejected += 1
-                return
+            # The return is recorded only once the book is physically in the bin:
+            # if the controller does not take ACCEPT_RETURN, the reader keeps it.
             self.driver.accept_return(tag)
+            self.store.checkin(tag)
             self.returns_accepted += 1
+        elif frame.cmd in (Cmd.ITEM_TAKEN, Cmd.ITEM_RETRACTED, Cmd.JAM):
+            self._settle_late(frame.cmd, data)
         elif frame.cmd == Cmd.POWER_UP:
             logger.warning("controller powered up (boot %s)", data.get("boot_id"))

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import click
 
+from firmware_sim.cli import command as firmware_sim_command
 from kitap.serve import run, setup_logging, split_hostport
 
 
@@ -72,12 +73,4 @@ def demo(duration: float | None, workdir: str, pace: float, seed: int) -> None:
     run_demo(duration=duration, workdir=workdir, pace=pace, seed=seed)
 
 
-def _attach_firmware_sim() -> None:
-    try:
-        from firmware_sim.cli import command
-    except ImportError:  # pragma: no cover - only while the package is being built
-        return
-    main.add_command(command, "firmware-sim")
-
-
-_attach_firmware_sim()
+main.add_command(firmware_sim_command, "firmware-sim")

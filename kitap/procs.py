@@ -187,3 +187,27 @@ def http_json(method: str, url: str, body: Any = None, timeout: float = 70.0) ->
 def wait_http(url: str, timeout: float = 20.0) -> None:
     """Wait until ``url`` answers 200."""
     wait_for(lambda: http_json("GET", url, timeout=1.0)[0] == 200, timeout, what=url)
+
+
+def start_firmware_sim(name: str, workdir: Path, *, state: Path, slots: int, control: str,
+                       auto_take: float | None = None, timeout: float = 15.0,
+                       ) -> tuple[Process, str]:
+    """Start ``kitap firmware-sim`` on a new pty; returns the process and the pty's path."""
+    argv = ["firmware-sim", "--state", str(state), "--slots", str(slots), "--control", control]
+    if auto_take is not None:
+        argv += ["--auto-take", str(auto_take)]
+    proc = Process(name, kitap_command(*argv), workdir / f"{name}.log").start()
+
+    def pty_line() -> str | None:
+        for line in proc.log.read_text(errors="replace").splitlines():
+            if line.startswith("PTY "):
+                return line.split(None, 1)[1].strip()
+        if not proc.alive():
+            raise RuntimeError(f"{name} exited: {proc.log.read_text()[-2000:]}")
+        return None
+
+    try:
+        return proc, wait_for(pty_line, timeout, what=f"{name}'s pty")
+    except Exception:
+        proc.kill()
+        raise

@@ -1,0 +1,1 @@
+"""The machine controller simulator: on a pty or a pyserial URL, with a control socket."""

@@ -1,0 +1,100 @@
+"""A vending machine node end to end: simulator on a pty, edge with its driver, cloud, broker."""
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from firmware_sim.control import ControlClient
+from kitap.procs import http_json, start_firmware_sim, wait_for
+from tests.conftest import seed_cloud, seed_edge
+
+pytestmark = pytest.mark.integration
+
+SLOTS = 6
+
+
+@pytest.fixture
+def sockdir() -> Iterator[Path]:
+    # Unix socket paths must stay under 108 bytes; pytest's tmp_path may not.
+    d = Path(tempfile.mkdtemp(prefix="kt-", dir="/tmp"))
+    yield d
+    shutil.rmtree(d, ignore_errors=True)
+
+
+@pytest.fixture
+def machine(tmp_path: Path, broker, network, sockdir: Path):
+    """m-test with copies C00001..C00005 in slots 1..5; returns (edge URL, cloud URL, control)."""
+    fund = {"titles": [{"id": "T001", "title": "Абай жолы", "item_type": "book"}],
+            "copies": [{"barcode": f"C{i:05d}", "title_id": "T001", "slot": i}
+                       for i in range(1, 6)],
+            "readers": [{"card": "R0001", "name": "Айгерим"}, {"card": "R0002", "name": "Нурлан"}],
+            "node": ["m-test"]}
+    state = tmp_path / "sim.json"
+    slots = {str(i): None for i in range(1, SLOTS + 1)}
+    slots.update({str(i): f"C{i:05d}" for i in range(1, 6)})
+    state.write_text(json.dumps({"slots": slots, "bin": [], "bin_capacity": 10}))
+    control = str(sockdir / "m.sock")
+    sim, pty = start_firmware_sim("m-test-sim", tmp_path, state=state, slots=SLOTS,
+                                  control=control, auto_take=0.2)
+    network.procs.append(sim)
+    broker.start()
+    cloud = network.cloud(seed_cloud(tmp_path / "cloud.db", fund))
+    edge = network.edge("m-test", "machine", seed_edge(tmp_path / "edge.db", "m-test", fund),
+                        serial=pty)
+    wait_for(lambda: http_json("GET", edge + "/api/status")[1]["controller_online"], 15,
+             what="controller online")
+    return edge, cloud, ControlClient(control), state
+
+
+def _checkout_unless_no_card(edge: str, card: str, copy: str):
+    """POST a checkout; None while the presented card has not reached the node yet."""
+    code, body = http_json("POST", edge + "/api/checkout", {"reader": card, "copy": copy})
+    if code == 409 and body["errors"]["refusal"] == "no_card":
+        return None
+    return code, body
+
+
+def test_card_dispense_loan_and_return_at_the_chute(machine) -> None:
+    edge, cloud, ctl, state = machine
+    # Without a card in the reader nothing is dispensed.
+    code, body = http_json("POST", edge + "/api/checkout", {"reader": "R0001", "copy": "C00002"})
+    assert code == 409 and body["errors"]["refusal"] == "no_card"
+    assert json.loads(state.read_text())["slots"]["2"] == "C00002"
+
+    ctl.present_card("R0001")
+    code, body = wait_for(lambda: _checkout_unless_no_card(edge, "R0001", "C00002"), 10,
+                          what="checkout once the card reached the node")
+    assert code == 201, body
+    assert body["copy"] == "C00002" and body["title"] == "Абай жолы" and body["due"]
+    reader = http_json("GET", edge + "/api/readers/R0001")[1]
+    assert [ln["copy"] for ln in reader["loans"]] == ["C00002"]
+    assert json.loads(state.read_text())["slots"]["2"] is None   # the book left the machine
+    wait_for(lambda: http_json("GET", cloud + "/api/copies/C00002")[1]["status"] == "on_loan",
+             20, what="cloud sees the loan")
+
+    # The reader returns it in the chute: it drops into the bin, the loan closes.
+    reply = ctl.insert_return("C00002")
+    assert reply["outcome"] == "accepted"
+    assert "C00002" in json.loads(state.read_text())["bin"]
+    wait_for(lambda: http_json("GET", cloud + "/api/copies/C00002")[1]["status"] == "in_bin",
+             20, what="cloud sees the return")
+    copy = http_json("GET", cloud + "/api/copies/C00002")[1]
+    assert copy["location_node"] == "m-test"
+    assert [ln["close_reason"] for ln in copy["loans"]] == ["returned"]
+
+
+def test_a_jam_makes_no_loan_and_the_book_stays_in_its_slot(machine) -> None:
+    edge, cloud, ctl, state = machine
+    ctl.present_card("R0002")
+    ctl.fault("jam")
+    code, body = wait_for(lambda: _checkout_unless_no_card(edge, "R0002", "C00003"), 10,
+                          what="checkout once the card reached the node")
+    assert code == 409 and body["errors"]["refusal"] == "jam"
+    assert json.loads(state.read_text())["slots"]["3"] == "C00003"
+    assert http_json("GET", edge + "/api/readers/R0002")[1]["loans"] == []
+    assert http_json("GET", edge + "/api/status")[1]["last_seq"] == 0   # no event either
