@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import logging
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any
 
 from peewee import fn
@@ -100,42 +100,76 @@ def ingest(node: str, events: list[Event]) -> IngestResult:
     return IngestResult(node, applied_seq, applied, duplicates, held_count)
 
 
-def _copy_state(barcode: str) -> reconcile.CopyState:
-    c = s.Copy.get_or_none(s.Copy.barcode == barcode)
+def _copy_row(barcode: str) -> s.Copy | None:
+    query = s.Copy.select().where(s.Copy.barcode == barcode)
+    if s.is_postgres():
+        # Two ingest workers may hold facts of different nodes about one copy.
+        query = query.for_update()
+    return query.first()
+
+
+def _state(c: s.Copy | None, barcode: str) -> reconcile.CopyState:
     if c is None:
         return reconcile.CopyState(barcode, known=False)
     return reconcile.CopyState(barcode, True, c.status, c.location_node, c.slot, c.loan_id)
+
+
+def _origin(c: s.Copy | None, barcode: str) -> reconcile.CopyState:
+    if c is None or c.origin_status is None:
+        return reconcile.CopyState(barcode, known=False)
+    return reconcile.CopyState(barcode, True, c.origin_status, c.origin_node, c.origin_slot)
 
 
 def _apply(node: s.Node, ev: Event) -> None:
     """Apply one event (the cursor says it is the next one) and record it."""
     now = s.utcnow()
     error = ev.body_error
-    outcome: reconcile.Outcome | None = None
-    if error is None:
-        body = ev.body
-        if ev.type == "loan.checkout":
-            outcome = reconcile.checkout(
-                _copy_state(body["copy"]), node=node.id, loan_id=body["loan_id"],
-                reader=body["reader"], at=ev.ts, due=body["due"])
-        elif ev.type == "loan.return":
-            outcome = reconcile.checkin(_copy_state(body["copy"]), node=node.id,
-                                        node_kind=node.kind, at=ev.ts)
-    if outcome is not None:
-        _write_outcome(outcome, node.id, ev.seq, now)
-    else:
+    applied = False
+    if error is None and ev.type in ("loan.checkout", "loan.return"):
+        fact = reconcile.Fact(reconcile.fact_key(ev.hlc, node.id, ev.seq), node.id, node.kind,
+                              ev.seq, ev.type, ev.ts, ev.body)
+        _apply_fact(fact, now)
+        applied = True
+    elif error is None:
+        error = f"no handler for {ev.type}"
+    if not applied:
         # A poison event must not block the node's queue: it is kept, quarantined,
         # and shown to staff; the cursor moves past it.
-        error = error or f"no handler for {ev.type}"
         logger.warning("quarantined %s seq %d: %s", node.id, ev.seq, error)
         s.StaffException.create(kind="quarantined_event", node=node.id, seq=ev.seq,
                                 detail=error, created_at=now)
     s.Event.create(node=node.id, seq=ev.seq, type=ev.type, hlc=ev.hlc, ts=ev.ts,
                    body=json.dumps(ev.raw.get("body", {}), ensure_ascii=False),
-                   applied_at=now, quarantined=outcome is None, error=error)
+                   applied_at=now, quarantined=not applied, error=error)
 
 
-def _write_outcome(out: reconcile.Outcome, node: str, seq: int, now: datetime) -> None:
+def _apply_fact(fact: reconcile.Fact, now: datetime) -> None:
+    """Record a copy fact; apply it at once if it is the newest, else replay the copy."""
+    barcode = fact.body["copy"]
+    row = _copy_row(barcode)
+    s.CopyFact.insert(copy=barcode, key=fact.key, node=fact.node, node_kind=fact.node_kind,
+                      seq=fact.seq, type=fact.type, at=fact.at,
+                      body=json.dumps(fact.body, default=str, ensure_ascii=False)).execute()
+    if row is None or row.last_key is None or fact.key > row.last_key:
+        out = reconcile.step(_state(row, barcode), fact)
+        _write_outcome(out, fact, now, exists=row is not None)
+    else:
+        logger.info("late fact %s for %s (latest %s): replaying the copy", fact.key, barcode,
+                    row.last_key)
+        _replay(row, barcode, now)
+
+
+def _write_copy(c: reconcile.CopyState, last_key: str, exists: bool) -> None:
+    row: dict[str, Any] = {"status": c.status, "location_node": c.location_node,
+                           "slot": c.slot, "loan_id": c.loan_id, "last_key": last_key}
+    if exists:
+        s.Copy.update(**row).where(s.Copy.barcode == c.barcode).execute()
+    else:
+        s.Copy.insert(barcode=c.barcode, **row).execute()
+
+
+def _write_outcome(out: reconcile.Outcome, fact: reconcile.Fact, now: datetime,
+                   exists: bool) -> None:
     for close in out.closes:
         s.Loan.update(returned_at=close.at, returned_node=close.node,
                       close_reason=close.reason).where(
@@ -143,13 +177,46 @@ def _write_outcome(out: reconcile.Outcome, node: str, seq: int, now: datetime) -
     for op in out.opens:
         s.Loan.insert(id=op.loan_id, copy=op.copy, reader=op.reader, node=op.node,
                       checked_out_at=op.at, due=op.due).on_conflict_ignore().execute()
-    c = out.copy
-    row: dict[str, Any] = {"barcode": c.barcode, "status": c.status,
-                           "location_node": c.location_node, "slot": c.slot,
-                           "loan_id": c.loan_id}
-    updated = s.Copy.update(**row).where(s.Copy.barcode == c.barcode).execute()
-    if not updated:
-        s.Copy.insert(**row).execute()
+    _write_copy(out.copy, fact.key, exists)
     for rep in out.repairs:
-        s.StaffException.create(kind=rep.kind, node=node, seq=seq, copy=c.barcode,
-                                detail=rep.detail, created_at=now)
+        s.StaffException.create(kind=rep.kind, node=fact.node, seq=fact.seq,
+                                copy=out.copy.barcode, detail=rep.detail, created_at=now)
+
+
+def _replay(row: s.Copy, barcode: str, now: datetime) -> None:
+    """Recompute a copy's place, loans and open repairs from all its facts in order."""
+    facts = [
+        reconcile.Fact(f.key, f.node, f.node_kind, f.seq, f.type, f.at, _fact_body(f.body))
+        for f in s.CopyFact.select().where(s.CopyFact.copy == barcode).order_by(s.CopyFact.key)
+    ]
+    result = reconcile.replay(_origin(row, barcode), facts)
+    for lv in result.loans.values():
+        fields = {"reader": lv.reader, "node": lv.node, "checked_out_at": lv.at, "due": lv.due,
+                  "returned_at": lv.returned_at, "returned_node": lv.returned_node,
+                  "close_reason": lv.close_reason}
+        if not s.Loan.update(**fields).where(s.Loan.id == lv.loan_id).execute():
+            s.Loan.insert(id=lv.loan_id, copy=barcode, **fields).execute()
+    for close in result.other_closes:
+        s.Loan.update(returned_at=close.at, returned_node=close.node,
+                      close_reason=close.reason).where(
+            (s.Loan.id == close.loan_id) & s.Loan.returned_at.is_null()).execute()
+    _write_copy(result.copy, facts[-1].key, exists=True)
+    # Repairs are derived from the facts: keep those the replay still finds,
+    # add the new ones, and close (with the reason) those a late fact explained.
+    wanted = {(f.node, f.seq, r.kind): r for f, r in result.repairs}
+    for exc in s.StaffException.select().where(
+            (s.StaffException.copy == barcode) & s.StaffException.closed_at.is_null()):
+        if wanted.pop((exc.node, exc.seq, exc.kind), None) is None:
+            exc.closed_at = now
+            exc.resolution = "explained by an event that arrived late"
+            exc.save()
+    for (node, seq, kind), rep in wanted.items():
+        s.StaffException.create(kind=kind, node=node, seq=seq, copy=barcode, detail=rep.detail,
+                                created_at=now)
+
+
+def _fact_body(text: str) -> dict[str, Any]:
+    body: dict[str, Any] = json.loads(text)
+    if isinstance(body.get("due"), str):
+        body["due"] = date.fromisoformat(body["due"])
+    return body

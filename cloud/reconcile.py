@@ -6,8 +6,10 @@ own state and records why, for staff.
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -100,3 +102,87 @@ def checkin(copy: CopyState, *, node: str, node_kind: str, at: datetime) -> Outc
     status = "in_bin" if node_kind == "machine" else "on_shelf"
     new = replace(copy, known=True, status=status, location_node=node, slot=None, loan_id=None)
     return Outcome(new, (), tuple(closes), tuple(repairs))
+
+
+@dataclass(frozen=True)
+class Fact:
+    """One physical fact about a copy, as a node reported it.
+
+    ``key`` orders facts of all nodes: hybrid clock first, then node and seq, so
+    every cloud process sorts the same facts the same way.
+    """
+
+    key: str
+    node: str
+    node_kind: str
+    seq: int
+    type: str
+    at: datetime
+    body: dict[str, Any]
+
+
+def fact_key(hlc: str, node: str, seq: int) -> str:
+    """The total order of facts: HLC, then node, then seq (fixed width)."""
+    return f"{hlc}|{node}|{seq:012d}"
+
+
+def step(copy: CopyState, fact: Fact) -> Outcome:
+    """Apply one fact to a copy."""
+    if fact.type == "loan.checkout":
+        b = fact.body
+        return checkout(copy, node=fact.node, loan_id=b["loan_id"], reader=b["reader"],
+                        at=fact.at, due=b["due"])
+    if fact.type == "loan.return":
+        return checkin(copy, node=fact.node, node_kind=fact.node_kind, at=fact.at)
+    raise ValueError(f"not a copy fact: {fact.type}")
+
+
+@dataclass(frozen=True)
+class LoanView:
+    """A loan as a replay of the copy's facts derives it."""
+
+    loan_id: str
+    copy: str
+    reader: str
+    node: str
+    at: datetime
+    due: date
+    returned_at: datetime | None = None
+    returned_node: str | None = None
+    close_reason: str | None = None
+
+
+@dataclass(frozen=True)
+class Replay:
+    """A copy's state, loans and repairs, from its facts in order."""
+
+    copy: CopyState
+    loans: dict[str, LoanView]
+    other_closes: tuple[CloseLoan, ...]  # loans that predate every fact
+    repairs: tuple[tuple[Fact, Repair], ...]
+
+
+def replay(origin: CopyState, facts: Sequence[Fact]) -> Replay:
+    """Fold ``facts`` (sorted by key) over the copy's state before the first of them.
+
+    Used when a fact arrives later than one that happened after it (two nodes
+    that were offline come back in the "wrong" order): the result is the same
+    as if every fact had arrived in hybrid-clock order.
+    """
+    state = origin
+    loans: dict[str, LoanView] = {}
+    other: list[CloseLoan] = []
+    repairs: list[tuple[Fact, Repair]] = []
+    for f in facts:
+        out = step(state, f)
+        for o in out.opens:
+            loans[o.loan_id] = LoanView(o.loan_id, o.copy, o.reader, o.node, o.at, o.due)
+        for c in out.closes:
+            if c.loan_id in loans:
+                loans[c.loan_id] = replace(loans[c.loan_id], returned_at=c.at,
+                                           returned_node=c.node, close_reason=c.reason)
+            else:
+                other.append(c)
+        repairs.extend((f, r) for r in out.repairs)
+        state = out.copy
+    return Replay(state, loans, tuple(other), tuple(repairs))

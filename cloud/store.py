@@ -111,6 +111,30 @@ class Copy(BaseModel):
     location_node = CharField(null=True, index=True)
     slot = IntegerField(null=True)
     loan_id = CharField(null=True)
+    # Where the copy was before the first fact any node reported about it: the
+    # starting point when its facts must be replayed in hybrid-clock order.
+    origin_status = CharField(null=True)
+    origin_node = CharField(null=True)
+    origin_slot = IntegerField(null=True)
+    # The order key of the latest fact applied (see reconcile.fact_key).
+    last_key = CharField(null=True)
+
+
+class CopyFact(BaseModel):
+    """Every physical fact about a copy, kept so late facts can be put in their place."""
+
+    id = AutoField()
+    copy = CharField()
+    key = CharField()
+    node = CharField()
+    node_kind = CharField()
+    seq = IntegerField()
+    type = CharField()
+    at = DateTimeField()
+    body = TextField()
+
+    class Meta:
+        indexes = ((("copy", "key"), True),)
 
 
 class Reader(BaseModel):
@@ -146,6 +170,7 @@ class StaffException(BaseModel):
     detail = TextField()
     created_at = DateTimeField()
     closed_at = DateTimeField(null=True)
+    resolution = TextField(null=True)
 
 
 class RejectedMessage(BaseModel):
@@ -159,8 +184,8 @@ class RejectedMessage(BaseModel):
     received_at = DateTimeField()
 
 
-TABLES = [Node, NodeCursor, Event, HeldEvent, Title, Copy, Reader, Loan, StaffException,
-          RejectedMessage]
+TABLES = [Node, NodeCursor, Event, HeldEvent, Title, Copy, CopyFact, Reader, Loan,
+          StaffException, RejectedMessage]
 
 
 def connect(url: str = DEFAULT_URL) -> Any:
@@ -189,6 +214,8 @@ def utcnow() -> datetime:
 def seed(*, nodes: list[dict[str, Any]], titles: list[dict[str, Any]],
          copies: list[dict[str, Any]], readers: list[dict[str, Any]]) -> None:
     """Load reference data in bulk (demo and tests); replaces rows with the same key."""
+    copies = [{"origin_status": c.get("status"), "origin_node": c.get("location_node"),
+               "origin_slot": c.get("slot"), **c} for c in copies]
     with db.atomic():
         for model, rows in ((Node, nodes), (Title, titles), (Copy, copies), (Reader, readers)):
             for i in range(0, len(rows), 500):

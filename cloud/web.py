@@ -53,6 +53,18 @@ def summary() -> dict[str, Any]:
     }
 
 
+@api.route("/loans/open")
+class OpenLoansView(MethodView):
+    """Every open loan."""
+
+    def get(self) -> Any:
+        """Open loans as (copy, reader, node, due), oldest first."""
+        rows = (s.Loan.select().where(s.Loan.returned_at.is_null())
+                .order_by(s.Loan.checked_out_at))
+        return [{"copy": ln.copy, "reader": ln.reader, "node": ln.node,
+                 "due": ln.due.isoformat()} for ln in rows]
+
+
 @api.route("/summary")
 class SummaryView(MethodView):
     """The network in numbers."""

@@ -264,7 +264,7 @@ class Demo:
         except TimeoutError:
             return False
 
-    def summary(self, converged: bool) -> None:
+    def summary(self, converged: bool) -> bool:
         """Print events published, acknowledged and applied, loans open, per location."""
         cloud = http_json("GET", self.cloud_url + "/api/summary", timeout=5)[1]
         by_node = {n["id"]: n for n in cloud["nodes"]}
@@ -280,8 +280,18 @@ class Demo:
               f"open of {cloud['loans_total']}, {cloud['exceptions_open']} exceptions for staff, "
               f"{cloud['rejected_messages']} messages rejected")
         print(f"readers refused: {self.refused}; "
-              + ("every outbox drained: nothing lost." if converged
+              + ("every outbox drained." if converged
                  else "NOT CONVERGED: some events are still waiting in an outbox."))
+        # The readers' own record is the oracle: the cloud must agree with it.
+        mine = {(ln.copy, ln.reader) for ln in self.loans}
+        open_loans = http_json("GET", self.cloud_url + "/api/loans/open", timeout=5)[1]
+        theirs = {(ln["copy"], ln["reader"]) for ln in open_loans}
+        if mine == theirs:
+            print(f"the cloud agrees with the readers: the same {len(mine)} loans are open.")
+        else:
+            print(f"MISMATCH: readers hold {len(mine - theirs)} loans the cloud does not know; "
+                  f"the cloud has {len(theirs - mine)} open that readers returned.")
+        return converged and mine == theirs
 
     def stop(self) -> None:
         """Stop every process, edges first."""
@@ -335,8 +345,7 @@ def run_demo(*, duration: float | None, workdir: str, pace: float, seed: int) ->
             say("!! the broker is back: the outboxes drain to the cloud")
         say("readers stopped; waiting for every outbox to drain")
         converged = demo.converge()
-        demo.summary(converged)
-        code = 0 if converged else 1
+        code = 0 if demo.summary(converged) else 1
     except Exception as exc:
         say(f"the demo failed: {exc}; logs are in {wd}/")
         code = 2
