@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
@@ -120,18 +121,31 @@ def _origin(c: s.Copy | None, barcode: str) -> reconcile.CopyState:
     return reconcile.CopyState(barcode, True, c.origin_status, c.origin_node, c.origin_slot)
 
 
+# Events that are not facts about copies (fees, readers, ...): type -> handler,
+# called inside the ingest transaction. Filled by the modules that own them.
+EventHandler = Callable[[s.Node, Event, datetime], None]
+HANDLERS: dict[str, EventHandler] = {}
+
+
 def _apply(node: s.Node, ev: Event) -> None:
     """Apply one event (the cursor says it is the next one) and record it."""
     now = s.utcnow()
     error = ev.body_error
     applied = False
-    if error is None and ev.type in ("loan.checkout", "loan.return"):
-        fact = reconcile.Fact(reconcile.fact_key(ev.hlc, node.id, ev.seq), node.id, node.kind,
-                              ev.seq, ev.type, ev.ts, ev.body)
-        _apply_fact(fact, now)
-        applied = True
-    elif error is None:
-        error = f"no handler for {ev.type}"
+    if error is None:
+        facts = reconcile.copy_facts(ev.type, ev.body)
+        for i, (barcode, body) in enumerate(facts):
+            key = reconcile.fact_key(ev.hlc, node.id, ev.seq)
+            if len(facts) > 1:
+                key += f".{i:04d}"
+            _apply_fact(barcode, reconcile.Fact(key, node.id, node.kind, ev.seq, ev.type,
+                                                ev.ts, body), now)
+        handler = HANDLERS.get(ev.type)
+        if handler is not None:
+            handler(node, ev, now)
+        applied = bool(facts) or handler is not None
+        if not applied:
+            error = f"no handler for {ev.type}"
     if not applied:
         # A poison event must not block the node's queue: it is kept, quarantined,
         # and shown to staff; the cursor moves past it.
@@ -143,9 +157,8 @@ def _apply(node: s.Node, ev: Event) -> None:
                    applied_at=now, quarantined=not applied, error=error)
 
 
-def _apply_fact(fact: reconcile.Fact, now: datetime) -> None:
+def _apply_fact(barcode: str, fact: reconcile.Fact, now: datetime) -> None:
     """Record a copy fact; apply it at once if it is the newest, else replay the copy."""
-    barcode = fact.body["copy"]
     row = _copy_row(barcode)
     s.CopyFact.insert(copy=barcode, key=fact.key, node=fact.node, node_kind=fact.node_kind,
                       seq=fact.seq, type=fact.type, at=fact.at,

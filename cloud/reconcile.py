@@ -6,7 +6,7 @@ own state and records why, for staff.
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime
 from typing import Any
@@ -124,6 +124,25 @@ class Fact:
 def fact_key(hlc: str, node: str, seq: int) -> str:
     """The total order of facts: HLC, then node, then seq (fixed width)."""
     return f"{hlc}|{node}|{seq:012d}"
+
+
+# Event types that are facts about where copies are, and how each names its
+# copies: one event may speak of several copies (a slot audit), each becoming a
+# fact of its own with the body that step() needs.
+def _one_copy(body: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    return [(str(body["copy"]), body)]
+
+
+COPY_FACTS: dict[str, Callable[[dict[str, Any]], list[tuple[str, dict[str, Any]]]]] = {
+    "loan.checkout": _one_copy,
+    "loan.return": _one_copy,
+}
+
+
+def copy_facts(type_: str, body: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    """``(copy, fact body)`` for each copy an event speaks of; [] if it is no copy fact."""
+    split = COPY_FACTS.get(type_)
+    return split(body) if split else []
 
 
 def step(copy: CopyState, fact: Fact) -> Outcome:
