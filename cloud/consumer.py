@@ -22,11 +22,13 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 from peewee import PeeweeException
 from prometheus_client import Counter, Gauge
 
+from cloud import feed
 from cloud import store as s
 from cloud.ingest import UnknownNode, ingest
 from protocol import topics
 from protocol.envelope import Event, decode_batch, decode_status, encode_ack
 from protocol.errors import RejectedMessage
+from protocol.feed import decode_sync, encode_down
 
 logger = logging.getLogger(__name__)
 
@@ -36,6 +38,11 @@ logger = logging.getLogger(__name__)
 DRAIN_MAX = 200
 KEEPALIVE = 15
 RECONNECT_MIN, RECONNECT_MAX = 0.5, 5.0
+# How often the change log is checked for news to poke the nodes about: a block
+# decided anywhere reaches every online node well inside a second.
+POKE_INTERVAL = 0.2
+# Nodes asking from before this revision get a snapshot (raised by compaction).
+FEED_FLOOR = 0
 # What of a rejected payload is kept for inspection.
 KEEP_PAYLOAD_CHARS = 4000
 
@@ -53,11 +60,14 @@ class Consumer:
                  username: str | None = None, password: str | None = None) -> None:
         self.host, self.port, self.shared = host, port, shared
         self.connected = False
+        self.feed_floor = FEED_FLOOR
         self.rejected = 0
         self.applied = 0
         self._queue: queue.Queue[mqtt.MQTTMessage] = queue.Queue()
         self._stop = threading.Event()
         self._worker: threading.Thread | None = None
+        self._poker: threading.Thread | None = None
+        self._poked_rev = -1
         client_id = f"kitap-cloud-{socket.gethostname()}-{os.getpid()}-{id(self):x}"
         self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id,
                                   protocol=MQTTProtocolVersion.MQTTv5)
@@ -69,9 +79,11 @@ class Consumer:
         self.client.on_message = self._on_message
 
     def start(self) -> None:
-        """Connect in the background and start the worker."""
+        """Connect in the background and start the worker and the feed poker."""
         self._worker = threading.Thread(target=self._run, name="ingest", daemon=True)
         self._worker.start()
+        self._poker = threading.Thread(target=self._poke_loop, name="feed-poke", daemon=True)
+        self._poker.start()
         self.client.connect_async(self.host, self.port, keepalive=KEEPALIVE)
         self.client.loop_start()
 
@@ -80,6 +92,8 @@ class Consumer:
         self._stop.set()
         if self._worker:
             self._worker.join(timeout=10)
+        if self._poker:
+            self._poker.join(timeout=5)
         self.client.disconnect()
         self.client.loop_stop()
 
@@ -91,7 +105,9 @@ class Consumer:
             logger.warning("broker refused connection: %s", reason)
             return
         events = topics.shared(topics.EVENTS_ALL) if self.shared else topics.EVENTS_ALL
-        client.subscribe([(events, 1), (topics.STATUS_ALL, 1)])
+        syncs = topics.shared(topics.SYNC_ALL) if self.shared else topics.SYNC_ALL
+        client.subscribe([(events, 1), (topics.STATUS_ALL, 1), (syncs, 1)])
+        self._poked_rev = -1  # poke again after a reconnect: nodes may have missed one
         self.connected = True
         logger.info("cloud consumer connected to %s:%d (%s)", self.host, self.port, events)
 
@@ -139,6 +155,8 @@ class Consumer:
             try:
                 if channel == "status":
                     self._status(node, msg.payload)
+                elif channel == "sync":
+                    self._sync(node, msg.payload)
                 elif channel == "events":
                     by_node[node].extend(decode_batch(msg.payload, node))
             except RejectedMessage as exc:
@@ -166,6 +184,37 @@ class Consumer:
                 topics.node_topic(node, "ack"),
                 encode_ack(node, result.applied_seq, result.resend_from), qos=1,
             )
+
+    def _sync(self, node: str, payload: bytes) -> None:
+        """Answer a node's "what changed since R?" with changes or a snapshot."""
+        req = decode_sync(payload)
+        if req["node"] != node:
+            raise RejectedMessage(f"sync request for {req['node']!r} on {node!r}'s topic")
+        if s.Node.get_or_none(s.Node.id == node) is None:
+            raise RejectedMessage("sync request from an unknown node")
+        down = topics.node_topic(node, "down")
+        if req["rev"] == 0 or req["rev"] < self.feed_floor:
+            parts = feed.snapshot(node)
+            logger.info("%s asked from rev %d: snapshot at rev %d in %d parts", node,
+                        req["rev"], parts[0]["rev"], len(parts))
+            for part in parts:
+                self.client.publish(down, encode_down("snapshot", **part), qos=1)
+        else:
+            self.client.publish(down, encode_down("changes", **feed.changes_for(node, req["rev"])),
+                                qos=1)
+
+    def _poke_loop(self) -> None:
+        """Tell every node when the change log grows, whoever wrote to it."""
+        while not self._stop.wait(POKE_INTERVAL):
+            try:
+                rev = feed.current_rev()
+                if self.connected and rev != self._poked_rev:
+                    info = self.client.publish(topics.BROADCAST, encode_down("poke", rev=rev),
+                                               qos=1)
+                    if info.rc == mqtt.MQTT_ERR_SUCCESS:
+                        self._poked_rev = rev
+            except Exception:
+                logger.exception("feed poke failed; trying again")
 
     def _status(self, node: str, payload: bytes) -> None:
         if not payload:

@@ -11,15 +11,16 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
 
 from peewee import fn
 
-from cloud import reconcile
+from cloud import feed, reconcile
 from cloud import store as s
+from cloud.handlers import HANDLERS
 from protocol.envelope import Event, parse_envelope
 
 logger = logging.getLogger(__name__)
@@ -69,6 +70,7 @@ def ingest(node: str, events: list[Event]) -> IngestResult:
             else:
                 incoming[ev.seq] = ev
         applied = 0
+        touched: set[str] = set()
         while True:
             nxt = applied_seq + 1
             ev = incoming.pop(nxt, None)
@@ -79,7 +81,7 @@ def ingest(node: str, events: list[Event]) -> IngestResult:
                     break
                 ev = parse_envelope(json.loads(held.envelope))
                 held.delete_instance()
-            _apply(node_row, ev)
+            _apply(node_row, ev, touched)
             applied_seq = nxt
             applied += 1
         if incoming:
@@ -96,6 +98,8 @@ def ingest(node: str, events: list[Event]) -> IngestResult:
             # from it: its held copy is now stale.
             s.HeldEvent.delete().where((s.HeldEvent.node == node) &
                                        (s.HeldEvent.seq <= applied_seq)).execute()
+        for card in sorted(touched):
+            feed.reader_changed(card)
         held_count = (s.HeldEvent.select(fn.COUNT(s.HeldEvent.seq))
                       .where(s.HeldEvent.node == node).scalar()) or 0
     return IngestResult(node, applied_seq, applied, duplicates, held_count)
@@ -121,13 +125,11 @@ def _origin(c: s.Copy | None, barcode: str) -> reconcile.CopyState:
     return reconcile.CopyState(barcode, True, c.origin_status, c.origin_node, c.origin_slot)
 
 
-# Events that are not facts about copies (fees, readers, ...): type -> handler,
-# called inside the ingest transaction. Filled by the modules that own them.
-EventHandler = Callable[[s.Node, Event, datetime], None]
-HANDLERS: dict[str, EventHandler] = {}
+# Events that are not facts about copies (fees, readers, ...) are applied by
+# the handlers registered in cloud/handlers.py (HANDLERS, imported above).
 
 
-def _apply(node: s.Node, ev: Event) -> None:
+def _apply(node: s.Node, ev: Event, touched: set[str]) -> None:
     """Apply one event (the cursor says it is the next one) and record it."""
     now = s.utcnow()
     error = ev.body_error
@@ -139,7 +141,7 @@ def _apply(node: s.Node, ev: Event) -> None:
             if len(facts) > 1:
                 key += f".{i:04d}"
             _apply_fact(barcode, reconcile.Fact(key, node.id, node.kind, ev.seq, ev.type,
-                                                ev.ts, body), now)
+                                                ev.ts, body), now, touched)
         handler = HANDLERS.get(ev.type)
         if handler is not None:
             handler(node, ev, now)
@@ -157,19 +159,34 @@ def _apply(node: s.Node, ev: Event) -> None:
                    applied_at=now, quarantined=not applied, error=error)
 
 
-def _apply_fact(barcode: str, fact: reconcile.Fact, now: datetime) -> None:
-    """Record a copy fact; apply it at once if it is the newest, else replay the copy."""
+def _apply_fact(barcode: str, fact: reconcile.Fact, now: datetime, touched: set[str]) -> None:
+    """Record a copy fact; apply it at once if it is the newest, else replay the copy.
+
+    The readers whose loans changed are added to ``touched``; the nodes that
+    hold the copy, before and after, are told through the feed.
+    """
     row = _copy_row(barcode)
+    old_node = row.location_node if row is not None else None
     s.CopyFact.insert(copy=barcode, key=fact.key, node=fact.node, node_kind=fact.node_kind,
                       seq=fact.seq, type=fact.type, at=fact.at,
                       body=json.dumps(fact.body, default=str, ensure_ascii=False)).execute()
     if row is None or row.last_key is None or fact.key > row.last_key:
         out = reconcile.step(_state(row, barcode), fact)
         _write_outcome(out, fact, now, exists=row is not None)
+        touched.update(o.reader for o in out.opens)
+        touched.update(_loan_readers(c.loan_id for c in out.closes))
     else:
         logger.info("late fact %s for %s (latest %s): replaying the copy", fact.key, barcode,
                     row.last_key)
-        _replay(row, barcode, now)
+        touched.update(_replay(row, barcode, now))
+    feed.copy_moved(barcode, old_node, s.Copy.get_or_none(s.Copy.barcode == barcode))
+
+
+def _loan_readers(loan_ids: Iterable[str]) -> set[str]:
+    ids = list(loan_ids)
+    if not ids:
+        return set()
+    return {ln.reader for ln in s.Loan.select(s.Loan.reader).where(s.Loan.id.in_(ids))}
 
 
 def _write_copy(c: reconcile.CopyState, last_key: str, exists: bool) -> None:
@@ -196,8 +213,11 @@ def _write_outcome(out: reconcile.Outcome, fact: reconcile.Fact, now: datetime,
                                 copy=out.copy.barcode, detail=rep.detail, created_at=now)
 
 
-def _replay(row: s.Copy, barcode: str, now: datetime) -> None:
-    """Recompute a copy's place, loans and open repairs from all its facts in order."""
+def _replay(row: s.Copy, barcode: str, now: datetime) -> set[str]:
+    """Recompute a copy's place, loans and open repairs from all its facts in order.
+
+    Returns the readers whose loans it rewrote.
+    """
     facts = [
         reconcile.Fact(f.key, f.node, f.node_kind, f.seq, f.type, f.at, _fact_body(f.body))
         for f in s.CopyFact.select().where(s.CopyFact.copy == barcode).order_by(s.CopyFact.key)
@@ -226,6 +246,8 @@ def _replay(row: s.Copy, barcode: str, now: datetime) -> None:
     for (node, seq, kind), rep in wanted.items():
         s.StaffException.create(kind=kind, node=node, seq=seq, copy=barcode, detail=rep.detail,
                                 created_at=now)
+    return {lv.reader for lv in result.loans.values()} | _loan_readers(
+        c.loan_id for c in result.other_closes)
 
 
 def _fact_body(text: str) -> dict[str, Any]:

@@ -143,6 +143,67 @@ class Reader(BaseModel):
     card = CharField(primary_key=True)
     name = TextField(default="")
     category = CharField(default="adult")
+    pin_hash = CharField(default="")
+    blocked_reason = TextField(null=True)
+    fees_owed = IntegerField(default=0)  # tiyn
+    registered_at = CharField(null=True)  # the node that issued the card, if a node did
+
+
+class Hold(BaseModel):
+    """A reservation: a title for a reader, to collect at a pickup node."""
+
+    id = CharField(primary_key=True)
+    title_id = CharField(index=True)
+    reader = CharField(index=True)
+    pickup_node = CharField(index=True)
+    copy = CharField(null=True)          # the copy set aside, once one is
+    status = CharField(default="waiting", index=True)  # waiting|ready|picked_up|expired|cancelled
+    created_at = DateTimeField()
+    expires = DateField(null=True)
+
+
+class Policy(BaseModel):
+    """A loan policy row; "*" matches any item type or reader category."""
+
+    item_type = CharField()
+    category = CharField()
+    loan_days = IntegerField()
+    max_items = IntegerField()
+    renewals = IntegerField()
+
+    class Meta:
+        primary_key = CompositeKey("item_type", "category")
+
+
+class Setting(BaseModel):
+    """Network-wide configuration sent to every node (e.g. the offline cap)."""
+
+    key = CharField(primary_key=True)
+    value = TextField()
+
+
+class Payment(BaseModel):
+    """Money taken at a node."""
+
+    id = CharField(primary_key=True)
+    reader = CharField(index=True)
+    node = CharField()
+    amount = IntegerField()
+    kind = CharField()
+    description = TextField(default="")
+    paid_at = DateTimeField()
+
+
+class Change(BaseModel):
+    """The change feed: every change a node must learn, with a global revision."""
+
+    rev = AutoField()
+    entity = CharField()
+    key = CharField()
+    scope = CharField(index=True)  # "*" or a node id
+    op = CharField()               # upsert | delete
+    data = TextField()
+    at = DateTimeField()
 
 
 class Loan(BaseModel):
@@ -184,8 +245,8 @@ class RejectedMessage(BaseModel):
     received_at = DateTimeField()
 
 
-TABLES = [Node, NodeCursor, Event, HeldEvent, Title, Copy, CopyFact, Reader, Loan,
-          StaffException, RejectedMessage]
+TABLES = [Node, NodeCursor, Event, HeldEvent, Title, Copy, CopyFact, Reader, Hold, Policy,
+          Setting, Payment, Loan, StaffException, RejectedMessage, Change]
 
 
 def connect(url: str = DEFAULT_URL) -> Any:

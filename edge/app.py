@@ -23,6 +23,7 @@ DEFAULTS: dict[str, Any] = {
     "MQTT_PASSWORD": None,
     "SERIAL_PORT": None,          # a machine's controller: a device path or pyserial URL
     "START_SYNC": True,           # tests of the HTTP layer alone may switch the link off
+    "API_TOKEN": None,            # Bearer token for integrations (KITAP_API_TOKEN); None: off
     "API_TITLE": "kitap edge node",
     "API_VERSION": "v1",
     "OPENAPI_VERSION": "3.0.3",
@@ -41,6 +42,8 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
         app.config.from_mapping(config)
     store = EdgeStore(app.config["NODE_ID"], app.config["DATABASE"])
     app.extensions["kitap.store"] = store
+    if not app.config.get("SECRET_KEY"):
+        app.config["SECRET_KEY"] = store.secret_key()
     api = Api(app)
     api.register_blueprint(web.api)
     app.register_blueprint(web.pages)

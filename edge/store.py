@@ -7,17 +7,21 @@ no gaps, kept in ``Meta`` inside the same transaction.
 """
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 import logging
+import secrets
 import threading
 import uuid
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from peewee import (
     BooleanField,
     CharField,
+    CompositeKey,
     DateField,
     DateTimeField,
     IntegerField,
@@ -71,6 +75,7 @@ class Title(BaseModel):
     isbn = CharField(default="")
     language = CharField(default="")
     item_type = CharField(default="book")
+    holds_waiting = IntegerField(default=0)  # readers waiting for it anywhere (blocks renewals)
 
 
 class Copy(BaseModel):
@@ -91,6 +96,54 @@ class Reader(BaseModel):
     category = CharField(default="adult")
     pin_hash = CharField(default="")
     blocked_reason = TextField(null=True)
+    open_loans = IntegerField(default=0)      # across the network, as the cloud last said
+    fees_owed = IntegerField(default=0)       # in tiyn (1/100 tenge), as the cloud last said
+    synced_at = DateTimeField(null=True)      # when the cloud's figures above arrived
+    wrong_pins = IntegerField(default=0)
+    locked_until = DateTimeField(null=True)
+
+
+class Policy(BaseModel):
+    """A loan policy row from the cloud; "*" matches any item type or category."""
+
+    item_type = CharField()
+    category = CharField()
+    loan_days = IntegerField()
+    max_items = IntegerField()
+    renewals = IntegerField()
+
+    class Meta:
+        primary_key = CompositeKey("item_type", "category")
+
+
+class Hold(BaseModel):
+    """A reservation to hand out at this node."""
+
+    id = CharField(primary_key=True)
+    title_id = CharField()
+    copy = CharField(null=True, index=True)  # the copy set aside, once one is
+    reader = CharField(index=True)
+    status = CharField(default="waiting")    # waiting | ready | picked_up
+    expires = DateField(null=True)
+
+
+class Staff(BaseModel):
+    """A staff account at this node (desk login)."""
+
+    username = CharField(primary_key=True)
+    password_hash = CharField()
+    role = CharField(default="librarian")
+
+
+class Payment(BaseModel):
+    """A payment taken at this node (a fee or a service)."""
+
+    id = CharField(primary_key=True)
+    reader = CharField(index=True)
+    amount = IntegerField()                  # tiyn
+    kind = CharField()                       # fee | service
+    description = TextField(default="")
+    taken_at = DateTimeField()
 
 
 class Loan(BaseModel):
@@ -102,6 +155,8 @@ class Loan(BaseModel):
     checked_out_at = DateTimeField()
     due = DateField()
     returned_at = DateTimeField(null=True)
+    renewals = IntegerField(default=0)
+    hold_id = CharField(null=True)
 
 
 class Outbox(BaseModel):
@@ -109,6 +164,7 @@ class Outbox(BaseModel):
 
     seq = IntegerField(primary_key=True)
     type = CharField()
+    copy = CharField(null=True, index=True)  # the copy the event names, if one
     envelope = TextField()
     created_at = DateTimeField()
     acked = BooleanField(default=False, index=True)
@@ -125,7 +181,16 @@ class DispenseIntent(BaseModel):
     created_at = DateTimeField()
 
 
-TABLES = [Meta, Title, Copy, Reader, Loan, Outbox, DispenseIntent]
+TABLES = [Meta, Title, Copy, Reader, Policy, Hold, Staff, Payment, Loan, Outbox, DispenseIntent]
+
+# Wrong PINs in a row before a card is locked at this node, and for how long:
+# 3 tries is what bank cards teach readers to expect; 15 minutes stops guessing
+# (10,000 PINs) without locking a reader out for the day.
+MAX_WRONG_PINS = 3
+PIN_LOCK = timedelta(minutes=15)
+# PBKDF2 iterations for reader PINs: the PIN space is tiny, so the lockout is
+# the real protection; the hash only keeps PINs from being read off a stolen disk.
+PIN_ITERATIONS = 2_000
 
 
 class CirculationRefused(Exception):
@@ -171,6 +236,23 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+def hash_pin(pin: str, salt: str | None = None) -> str:
+    """A salted PBKDF2 hash of a reader's PIN, as ``pbkdf2$iterations$salt$hex``."""
+    salt = salt or secrets.token_hex(8)
+    digest = hashlib.pbkdf2_hmac("sha256", pin.encode(), salt.encode(), PIN_ITERATIONS).hex()
+    return f"pbkdf2${PIN_ITERATIONS}${salt}${digest}"
+
+
+def check_pin(pin: str, stored: str) -> bool:
+    """True if ``pin`` matches a ``hash_pin`` value."""
+    try:
+        _, iterations, salt, digest = stored.split("$")
+        got = hashlib.pbkdf2_hmac("sha256", pin.encode(), salt.encode(), int(iterations)).hex()
+    except ValueError:
+        return False
+    return hmac.compare_digest(got, digest)
+
+
 class EdgeStore:
     """The node's store; one per process, shared by the Flask, sync and hardware threads."""
 
@@ -199,7 +281,8 @@ class EdgeStore:
         hlc = self.clock.now().encode()
         env = make_envelope(self.node_id, seq, hlc, now, type_, body)
         Outbox.create(
-            seq=seq, type=type_, envelope=json.dumps(env, ensure_ascii=False), created_at=now
+            seq=seq, type=type_, copy=body.get("copy"),
+            envelope=json.dumps(env, ensure_ascii=False), created_at=now
         )
         self._set_meta("last_seq", str(seq))
         self._set_meta("hlc", hlc)
@@ -249,48 +332,114 @@ class EdgeStore:
         """How many events the cloud has not yet acknowledged."""
         return self.last_seq() - self.last_acked()
 
-    # -- circulation ----------------------------------------------------------
+    # -- what the rules need ----------------------------------------------------
+
+    def policies(self) -> dict[tuple[str, str], circulation.Policy]:
+        """The cloud's policy table over the built-in defaults."""
+        table = dict(circulation.DEFAULT_POLICIES)
+        for p in Policy.select():
+            table[(p.item_type, p.category)] = circulation.Policy(p.loan_days, p.max_items,
+                                                                  p.renewals)
+        return table
+
+    def offline_cap(self) -> circulation.OfflineCap:
+        """The offline cap, as configured by the cloud."""
+        cap = circulation.OfflineCap()
+        return circulation.OfflineCap(
+            float(self._meta("config.offline_cap_after_hours") or cap.after_hours),
+            int(self._meta("config.offline_cap_loans") or cap.max_loans))
 
     def reader_view(self, card: str) -> circulation.ReaderView | None:
-        """The rules' view of a reader, or None."""
+        """The rules' view of a reader, with loans counted across the network."""
         r = Reader.get_or_none(Reader.card == card)
-        return circulation.ReaderView(r.card, r.category, r.blocked_reason) if r else None
+        if r is None:
+            return None
+        return circulation.ReaderView(r.card, r.category, r.blocked_reason,
+                                      self._open_loans(r))
+
+    def _open_loans(self, r: Reader) -> int:
+        # The cloud's count as of ``synced_at`` plus what happened here since,
+        # which the cloud may not have heard of yet.
+        since = r.synced_at or datetime.min.replace(tzinfo=UTC)
+        lent = Loan.select().where((Loan.reader == r.card) & (Loan.checked_out_at > since)).count()
+        back = Loan.select().where((Loan.reader == r.card) & (Loan.returned_at > since)
+                                   & (Loan.checked_out_at <= since)).count()
+        return max(0, r.open_loans + lent - back)
 
     def copy_view(self, barcode: str) -> circulation.CopyView | None:
         """The rules' view of a copy, or None."""
         c = Copy.get_or_none(Copy.barcode == barcode)
         if c is None:
             return None
-        t = Title.get_or_none(Title.id == c.title_id)
-        return circulation.CopyView(c.barcode, t.item_type if t else "book", c.on_loan, c.here)
+        hold = Hold.get_or_none((Hold.copy == barcode) & (Hold.status != "picked_up"))
+        return circulation.CopyView(c.barcode, self._item_type(c.title_id), c.on_loan, c.here,
+                                    hold.reader if hold else None)
 
-    def open_loans(self, card: str) -> int:
-        """How many loans of this reader are open as known here."""
-        return Loan.select().where((Loan.reader == card) & Loan.returned_at.is_null()).count()
+    @staticmethod
+    def _item_type(title_id: str | None) -> str:
+        t = Title.get_or_none(Title.id == title_id) if title_id else None
+        return t.item_type if t else "book"
 
-    def check_checkout(self, card: str, barcode: str) -> circulation.Refusal | None:
+    def offline_hours(self, now: datetime | None = None) -> float:
+        """How long the link has been down (0 when up)."""
+        since = self._meta("link_down_since")
+        if not since:
+            return 0.0
+        now = now or utcnow()
+        return max(0.0, (now - datetime.fromisoformat(since)).total_seconds() / 3600)
+
+    def set_link(self, up: bool, now: datetime | None = None) -> None:
+        """The sync agent reports the link; the offline cap counts from the first drop."""
+        now = now or utcnow()
+        with self._lock, db.atomic():
+            if up:
+                Meta.delete().where(Meta.key == "link_down_since").execute()
+                self._set_meta("link_up_at", now.isoformat())
+            elif not self._meta("link_down_since"):
+                self._set_meta("link_down_since", now.isoformat())
+
+    def check_checkout(self, card: str, barcode: str,
+                       now: datetime | None = None) -> circulation.Refusal | None:
         """Would the rules allow this checkout now?"""
-        return circulation.check_checkout(
-            self.reader_view(card), self.copy_view(barcode), self.open_loans(card)
-        )
+        reader, copy = self.reader_view(card), self.copy_view(barcode)
+        policy = circulation.policy_for(self.policies(), copy.item_type if copy else "book",
+                                        reader.category if reader else "*")
+        hours = self.offline_hours(now)
+        since = self._meta("link_down_since")
+        offline_loans = Loan.select().where(
+            (Loan.reader == card) & (Loan.checked_out_at >= datetime.fromisoformat(since))
+        ).count() if since else 0
+        return circulation.check_checkout(reader, copy, policy, offline_hours=hours,
+                                          loans_while_offline=offline_loans,
+                                          cap=self.offline_cap())
+
+    # -- circulation ----------------------------------------------------------
 
     def checkout(self, card: str, barcode: str, *, slot: int | None = None,
                  intent_id: str | None = None, now: datetime | None = None) -> LoanResult:
         """Record a loan and its ``loan.checkout`` event in one transaction.
 
         At a machine the book has already left the slot, so the rules were
-        checked before the motor turned; ``intent_id`` closes that intent.
+        checked before the motor turned; ``intent_id`` closes that intent. A copy
+        set aside for this reader's hold also fulfils the hold (``hold.picked_up``).
         """
         now = now or utcnow()
         with self._lock, db.atomic():
             if intent_id is None:
-                refusal = self.check_checkout(card, barcode)
+                refusal = self.check_checkout(card, barcode, now)
                 if refusal:
                     raise CirculationRefused(refusal)
-            view = self.copy_view(barcode)
-            due = circulation.due_date(view.item_type if view else "book", now.date())
+            reader = Reader.get_or_none(Reader.card == card)
+            c = Copy.get_or_none(Copy.barcode == barcode)
+            policy = circulation.policy_for(self.policies(),
+                                            self._item_type(c.title_id if c else None),
+                                            reader.category if reader else "*")
+            due = circulation.due_date(policy, now.date())
+            hold = Hold.get_or_none((Hold.copy == barcode) & (Hold.reader == card)
+                                    & (Hold.status != "picked_up"))
             loan_id = intent_id or uuid.uuid4().hex
-            Loan.create(id=loan_id, copy=barcode, reader=card, checked_out_at=now, due=due)
+            Loan.create(id=loan_id, copy=barcode, reader=card, checked_out_at=now, due=due,
+                        hold_id=hold.id if hold else None)
             Copy.update(on_loan=True, here=False, slot=None).where(
                 Copy.barcode == barcode
             ).execute()
@@ -301,7 +450,11 @@ class EdgeStore:
             seq = self._append_event("loan.checkout", {
                 "loan_id": loan_id, "copy": barcode, "reader": card, "due": due, "slot": slot,
             }, now)
-        c = Copy.get_or_none(Copy.barcode == barcode)
+            if hold:
+                Hold.update(status="picked_up").where(Hold.id == hold.id).execute()
+                self._append_event("hold.picked_up", {
+                    "hold_id": hold.id, "copy": barcode, "reader": card, "loan_id": loan_id,
+                }, now)
         t = Title.get_or_none(Title.id == c.title_id) if c else None
         logger.info("checkout %s to %s due %s (seq %d)", barcode, card, due, seq)
         return LoanResult(loan_id, barcode, card, due, seq, t.title if t else None)
@@ -333,6 +486,147 @@ class EdgeStore:
             }, now)
         logger.info("return %s (loan %s, seq %d)", barcode, loan.id if loan else "-", seq)
         return ReturnResult(barcode, loan.id if loan else None, copy is not None, seq)
+
+    def renew(self, loan_id: str, now: datetime | None = None) -> LoanResult:
+        """Extend an open loan made or known here; ``loan.renew`` tells the cloud."""
+        now = now or utcnow()
+        with self._lock, db.atomic():
+            loan = Loan.get_or_none((Loan.id == loan_id) & Loan.returned_at.is_null())
+            if loan is None:
+                raise CirculationRefused(circulation.Refusal(
+                    "unknown_loan", "No open loan with this id is known here."))
+            c = Copy.get_or_none(Copy.barcode == loan.copy)
+            title = Title.get_or_none(Title.id == c.title_id) if c else None
+            reader = self.reader_view(loan.reader)
+            policy = circulation.policy_for(self.policies(), title.item_type if title else "book",
+                                            reader.category if reader else "*")
+            refusal = circulation.check_renew(reader, policy, loan.renewals,
+                                              title.holds_waiting if title else 0)
+            if refusal:
+                raise CirculationRefused(refusal)
+            due = circulation.renewed_due(policy, now.date(), loan.due)
+            Loan.update(due=due, renewals=Loan.renewals + 1).where(Loan.id == loan_id).execute()
+            seq = self._append_event("loan.renew", {
+                "loan_id": loan_id, "copy": loan.copy, "reader": loan.reader, "due": due,
+            }, now)
+        return LoanResult(loan_id, loan.copy, loan.reader, due, seq, title.title if title else None)
+
+    def register_reader(self, card: str, name: str, category: str, pin: str,
+                        now: datetime | None = None) -> int:
+        """Issue a card at the desk; ``reader.registered`` tells the cloud. Returns the seq."""
+        now = now or utcnow()
+        with self._lock, db.atomic():
+            if Reader.get_or_none(Reader.card == card):
+                raise CirculationRefused(circulation.Refusal(
+                    "card_taken", f"Card {card} is already issued."))
+            pin_hash = hash_pin(pin)
+            Reader.create(card=card, name=name, category=category, pin_hash=pin_hash,
+                          synced_at=now)
+            return self._append_event("reader.registered", {
+                "card": card, "name": name, "category": category, "pin_hash": pin_hash,
+            }, now)
+
+    def take_payment(self, card: str, amount: int, kind: str, description: str,
+                     now: datetime | None = None) -> tuple[str, int]:
+        """Record a payment (tiyn) and its ``fee.paid``; returns (payment id, seq)."""
+        now = now or utcnow()
+        with self._lock, db.atomic():
+            reader = Reader.get_or_none(Reader.card == card)
+            if reader is None:
+                raise CirculationRefused(circulation.Refusal(
+                    "unknown_reader", "This card is not known here."))
+            pid = uuid.uuid4().hex
+            Payment.create(id=pid, reader=card, amount=amount, kind=kind,
+                           description=description, taken_at=now)
+            if kind == "fee":
+                Reader.update(fees_owed=max(0, reader.fees_owed - amount)).where(
+                    Reader.card == card).execute()
+            seq = self._append_event("fee.paid", {
+                "payment_id": pid, "reader": card, "amount": amount, "kind": kind,
+                "description": description,
+            }, now)
+        return pid, seq
+
+    def verify_pin(self, card: str, pin: str, now: datetime | None = None) -> bool:
+        """Check a reader's PIN; after MAX_WRONG_PINS wrong ones the card is locked here.
+
+        Raises CirculationRefused while locked, so the kiosk can say so.
+        """
+        now = now or utcnow()
+        with self._lock, db.atomic():
+            r = Reader.get_or_none(Reader.card == card)
+            if r is None:
+                return False
+            if r.locked_until and r.locked_until > now:
+                raise CirculationRefused(circulation.Refusal(
+                    "pin_locked", "Too many wrong PINs: this card is locked here for a while."))
+            ok = bool(r.pin_hash) and check_pin(pin, r.pin_hash)
+            if ok:
+                Reader.update(wrong_pins=0, locked_until=None).where(Reader.card == card).execute()
+                return True
+            wrong = r.wrong_pins + 1
+            locked = now + PIN_LOCK if wrong >= MAX_WRONG_PINS else None
+            Reader.update(wrong_pins=0 if locked else wrong, locked_until=locked).where(
+                Reader.card == card).execute()
+            return False
+
+    def reader_profile(self, card: str) -> dict[str, Any] | None:
+        """A reader as the desk sees them: loans, holds, payments, debts, and how fresh."""
+        r = Reader.get_or_none(Reader.card == card)
+        if r is None:
+            return None
+        loans = Loan.select().where((Loan.reader == card) & Loan.returned_at.is_null())
+        holds = Hold.select().where((Hold.reader == card) & (Hold.status != "picked_up"))
+        titles = {t.id: t.title for t in Title.select().where(
+            Title.id.in_([h.title_id for h in holds]))}
+        return {
+            "card": r.card, "name": r.name, "category": r.category,
+            "blocked_reason": r.blocked_reason, "fees_owed": r.fees_owed,
+            "open_loans": self._open_loans(r),
+            "loans": [{"loan_id": ln.id, "copy": ln.copy, "due": ln.due.isoformat(),
+                       "renewals": ln.renewals, "title": self._title_of(ln.copy)}
+                      for ln in loans],
+            "holds": [{"hold_id": h.id, "title": titles.get(h.title_id, h.title_id),
+                       "copy": h.copy, "status": h.status,
+                       "expires": h.expires.isoformat() if h.expires else None}
+                      for h in holds],
+            "as_of": r.synced_at.isoformat() if r.synced_at else None,
+        }
+
+    @staticmethod
+    def _title_of(barcode: str) -> str | None:
+        c = Copy.get_or_none(Copy.barcode == barcode)
+        t = Title.get_or_none(Title.id == c.title_id) if c and c.title_id else None
+        return t.title if t else None
+
+    def holds_here(self) -> list[dict[str, Any]]:
+        """Holds to hand out at this node, ready ones first."""
+        out = []
+        for h in Hold.select().where(Hold.status != "picked_up").order_by(Hold.status.desc()):
+            t = Title.get_or_none(Title.id == h.title_id)
+            r = Reader.get_or_none(Reader.card == h.reader)
+            out.append({"hold_id": h.id, "title": t.title if t else h.title_id, "copy": h.copy,
+                        "reader": h.reader, "reader_name": r.name if r else "",
+                        "status": h.status,
+                        "expires": h.expires.isoformat() if h.expires else None})
+        return out
+
+    def secret_key(self) -> str:
+        """This node's session-signing key, made once and kept in its store."""
+        with self._lock, db.atomic():
+            key = self._meta("secret_key")
+            if not key:
+                key = secrets.token_hex(32)
+                self._set_meta("secret_key", key)
+            return key
+
+    def freshness(self, now: datetime | None = None) -> dict[str, Any]:
+        """How fresh this node's knowledge is: the feed revision and when it came."""
+        now = now or utcnow()
+        at = self._meta("feed_at")
+        age = (now - datetime.fromisoformat(at)).total_seconds() if at else None
+        return {"feed_rev": int(self._meta("feed_rev", "0") or 0), "as_of": at,
+                "age_seconds": age, "offline_hours": round(self.offline_hours(now), 2)}
 
     def begin_dispense(self, card: str, barcode: str, slot: int) -> str:
         """Write the intent to dispense before the motor turns; returns its id."""
@@ -367,4 +661,5 @@ class EdgeStore:
             "open_loans": Loan.select().where(Loan.returned_at.is_null()).count(),
             "copies_here": Copy.select().where(Copy.here == True).count(),  # noqa: E712
             "readers": Reader.select().count(),
+            **self.freshness(),
         }

@@ -9,6 +9,7 @@ restart of either side costs a resend, never an event. The cloud dedupes by
 from __future__ import annotations
 
 import logging
+import queue
 import threading
 import time
 from datetime import timedelta
@@ -17,10 +18,12 @@ from typing import Any
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
+from edge.feed import FeedApplier
 from edge.store import JOURNAL_RETENTION_DAYS, EdgeStore, utcnow
 from protocol import topics
 from protocol.envelope import decode_ack, encode_batch, encode_status
 from protocol.errors import RejectedMessage
+from protocol.feed import decode_down, encode_sync
 
 logger = logging.getLogger(__name__)
 
@@ -33,6 +36,10 @@ WINDOW = 2000
 # No ack for this long after sending: assume the cloud or broker lost it; resend.
 RESEND_AFTER = 10.0
 STATUS_INTERVAL = 5.0
+# Pokes arrive for every change anywhere; one request in flight is enough.
+POKE_DEBOUNCE = 0.5
+# A sync request with no answer for this long is sent again (lost on a dying link).
+FEED_RETRY = 5.0
 KEEPALIVE = 15
 RECONNECT_MIN, RECONNECT_MAX = 0.5, 5.0
 
@@ -55,6 +62,11 @@ class SyncAgent:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._last_status = 0.0
+        self.feed = FeedApplier(store)
+        self._down: queue.Queue[bytes] = queue.Queue()
+        self._feed_asked = 0.0       # monotonic time of the last sync request
+        self._latest_poke = 0        # the newest revision the cloud announced
+        self._feed_thread: threading.Thread | None = None
         self.client = mqtt.Client(
             CallbackAPIVersion.VERSION2, client_id=f"kitap-edge-{self.node}", clean_session=True
         )
@@ -73,10 +85,14 @@ class SyncAgent:
 
     def start(self) -> None:
         """Connect in the background (the broker may be down) and start publishing."""
+        self.store.set_link(False)  # down until the first connect says otherwise
         self.client.connect_async(self.host, self.port, keepalive=KEEPALIVE)
         self.client.loop_start()
         self._thread = threading.Thread(target=self._run, name=f"sync-{self.node}", daemon=True)
         self._thread.start()
+        self._feed_thread = threading.Thread(target=self._feed_loop, name=f"feed-{self.node}",
+                                             daemon=True)
+        self._feed_thread.start()
 
     def stop(self) -> None:
         """Say offline, disconnect, and stop the threads."""
@@ -84,6 +100,8 @@ class SyncAgent:
         self.poke()
         if self._thread:
             self._thread.join(timeout=5)
+        if self._feed_thread:
+            self._feed_thread.join(timeout=5)
         if self.connected:
             info = self.client.publish(
                 topics.node_topic(self.node, "status"),
@@ -116,12 +134,15 @@ class SyncAgent:
             self._sent_upto = self.store.last_acked()
             self._last_send = 0.0
             self._wake.notify_all()
+        self.store.set_link(True)
         self._publish_status(force=True)
+        self._ask_feed()
 
     def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any,
                        properties: Any) -> None:
         with self._wake:
             self.connected = False
+        self.store.set_link(False)
         logger.warning("disconnected from broker: %s", reason)
 
     def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
@@ -129,7 +150,8 @@ class SyncAgent:
             parsed = topics.parse(msg.topic)
             if parsed and parsed == (self.node, "ack"):
                 self._handle_ack(msg.payload)
-            # The change feed ("down", broadcast) arrives with issue 4.
+            elif parsed == (self.node, "down") or msg.topic == topics.BROADCAST:
+                self._down.put(msg.payload)  # applied on the feed thread
         except RejectedMessage as exc:
             self.rejected_messages += 1
             logger.warning("rejected message on %s: %s (%r)", msg.topic, exc.reason,
@@ -199,6 +221,55 @@ class SyncAgent:
                 self._last_send = time.monotonic()
         return True
 
+    # -- the change feed (its own thread: a snapshot may take seconds) -------------
+
+    def _ask_feed(self) -> None:
+        if not self.connected:
+            return
+        self._feed_asked = time.monotonic()
+        self.client.publish(topics.node_topic(self.node, "sync"),
+                            encode_sync(self.node, self.feed.rev()), qos=1)
+
+    def _feed_loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                payload = self._down.get(timeout=1.0)
+            except queue.Empty:
+                payload = None
+            try:
+                if payload is not None:
+                    self._handle_down(payload)
+                behind = self.feed.rev() == 0 or self._latest_poke > self.feed.rev()
+                if behind and time.monotonic() - self._feed_asked > FEED_RETRY:
+                    self._ask_feed()
+            except RejectedMessage as exc:
+                self.rejected_messages += 1
+                logger.warning("rejected feed message: %s (%r)", exc.reason,
+                               (payload or b"")[:200])
+            except Exception:
+                self.rejected_messages += 1
+                logger.exception("error applying feed message (%r)", (payload or b"")[:200])
+
+    def _handle_down(self, payload: bytes) -> None:
+        msg = decode_down(payload)
+        rev = self.feed.rev()
+        if msg["kind"] == "poke":
+            self._latest_poke = max(self._latest_poke, msg["rev"])
+            if msg["rev"] > rev and time.monotonic() - self._feed_asked > POKE_DEBOUNCE:
+                self._ask_feed()
+        elif msg["kind"] == "changes":
+            if self.feed.apply_changes(msg):
+                self._latest_poke = max(self._latest_poke, msg["to_rev"])
+                if msg["more"] or self._latest_poke > self.feed.rev():
+                    self._ask_feed()
+                else:
+                    self._feed_asked = 0.0
+            elif rev and msg["from_rev"] > rev:
+                # Not the answer to our revision: ask again from where we are.
+                self._ask_feed()
+        elif msg["kind"] == "snapshot" and self.feed.add_snapshot_part(msg):
+            self._ask_feed()  # whatever changed while the snapshot travelled
+
     def _publish_status(self, force: bool = False) -> None:
         now = time.monotonic()
         if not self.connected or (not force and now - self._last_status < STATUS_INTERVAL):
@@ -211,6 +282,7 @@ class SyncAgent:
                 self.node, True, kind=self.kind, ts=utcnow().isoformat(),
                 outbox_depth=s["outbox_depth"], last_seq=s["last_seq"],
                 last_acked=s["last_acked"], faults=list(self.faults),
+                feed_rev=s["feed_rev"],
             ),
             qos=1, retain=True,
         )
@@ -218,6 +290,8 @@ class SyncAgent:
     def state(self) -> dict[str, Any]:
         """Link facts for the status page and metrics."""
         return {"connected": self.connected, "broker": f"{self.host}:{self.port}",
-                "sent_upto": self._sent_upto, "rejected_messages": self.rejected_messages}
+                "sent_upto": self._sent_upto, "rejected_messages": self.rejected_messages,
+                "feed_rev": self.feed.rev(), "feed_latest": self._latest_poke,
+                "feed_snapshots": self.feed.snapshots}
 
 

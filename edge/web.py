@@ -4,13 +4,15 @@ from __future__ import annotations
 from typing import Any
 
 from flask import Blueprint as FlaskBlueprint
-from flask import Response, current_app, render_template_string
+from flask import Response, current_app, render_template_string, session
 from flask.views import MethodView
 from flask_smorest import Blueprint, abort
 from marshmallow import Schema, fields, validate
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Gauge, generate_latest
 
-from edge.store import CirculationRefused, EdgeStore, Loan, Reader
+from edge import auth
+from edge.auth import require_staff
+from edge.store import CirculationRefused, EdgeStore, Hold
 
 _ident = validate.Length(min=1, max=64)
 
@@ -61,6 +63,39 @@ def _refuse(exc: CirculationRefused) -> None:
     abort(409, message=exc.refusal.message, errors={"refusal": exc.refusal.code})
 
 
+class RenewArgs(Schema):
+    """A renewal: the loan's id."""
+
+    loan_id = fields.Str(required=True, validate=_ident)
+
+
+class RegisterArgs(Schema):
+    """A new reader: the card handed over at the desk, and who they are."""
+
+    card = fields.Str(required=True, validate=validate.Regexp(r"^[A-Za-z0-9-]{4,32}$"))
+    name = fields.Str(required=True, validate=validate.Length(min=2, max=200))
+    category = fields.Str(load_default="adult", validate=validate.OneOf(
+        ["adult", "child", "student", "pensioner", "partner_staff", "supported"]))
+    pin = fields.Str(required=True, validate=validate.Regexp(r"^[0-9]{4}$",
+                                                             error="The PIN is 4 digits."))
+
+
+class PaymentArgs(Schema):
+    """Money taken at the desk, in tiyn (100 tiyn = 1 tenge)."""
+
+    reader = fields.Str(required=True, validate=_ident)
+    amount = fields.Int(required=True, strict=True, validate=validate.Range(min=1, max=10**9))
+    kind = fields.Str(required=True, validate=validate.OneOf(["fee", "service"]))
+    description = fields.Str(load_default="", validate=validate.Length(max=200))
+
+
+class LoginArgs(Schema):
+    """A staff login."""
+
+    username = fields.Str(required=True, validate=validate.Length(min=1, max=64))
+    password = fields.Str(required=True, validate=validate.Length(min=1, max=200))
+
+
 @api.route("/checkout")
 class CheckoutView(MethodView):
     """Lend a copy."""
@@ -69,12 +104,13 @@ class CheckoutView(MethodView):
     @api.response(201, LoanOut)
     @api.alt_response(409, description="Refused by the loan rules or by the machine")
     def post(self, args: dict[str, Any]) -> Any:
-        """Check a copy out to a reader (at a machine: dispense it)."""
+        """Check a copy out (at a branch: staff; at a machine: the card in the reader)."""
         machine = current_app.extensions.get("kitap.machine")
         try:
             if machine is not None:
                 result = machine.checkout(args["reader"], args["copy"])
             else:
+                _staff_only()
                 result = _store().checkout(args["reader"], args["copy"])
         except CirculationRefused as exc:
             _refuse(exc)
@@ -88,29 +124,137 @@ class ReturnView(MethodView):
 
     @api.arguments(ReturnArgs)
     @api.response(201, ReturnOut)
+    @require_staff
     def post(self, args: dict[str, Any]) -> Any:
-        """Check a copy in: any copy of the network is accepted."""
+        """Check a copy in at the desk: any copy of the network is accepted."""
         result = _store().checkin(args["copy"])
         _poke()
         return result
+
+
+@api.route("/renew")
+class RenewView(MethodView):
+    """Extend a loan."""
+
+    @api.arguments(RenewArgs)
+    @api.response(201, LoanOut)
+    @api.alt_response(409, description="No renewals left, reserved by another reader, blocked")
+    @require_staff
+    def post(self, args: dict[str, Any]) -> Any:
+        """Renew a loan known at this node."""
+        try:
+            result = _store().renew(args["loan_id"])
+        except CirculationRefused as exc:
+            _refuse(exc)
+        _poke()
+        return result
+
+
+@api.route("/readers")
+class ReadersView(MethodView):
+    """Readers."""
+
+    @api.arguments(RegisterArgs)
+    @api.response(201)
+    @api.alt_response(409, description="The card is already issued")
+    @require_staff
+    def post(self, args: dict[str, Any]) -> Any:
+        """Register a reader and issue the card (works offline)."""
+        try:
+            seq = _store().register_reader(args["card"], args["name"], args["category"],
+                                           args["pin"])
+        except CirculationRefused as exc:
+            _refuse(exc)
+        _poke()
+        return {"card": args["card"], "name": args["name"], "category": args["category"],
+                "seq": seq}
 
 
 @api.route("/readers/<card>")
 class ReaderView(MethodView):
     """A reader as known at this node."""
 
+    @require_staff
     def get(self, card: str) -> Any:
-        """The reader's open loans as known here."""
-        r = Reader.get_or_none(Reader.card == card)
-        if r is None:
+        """Loans, holds, debts as known here, and how fresh that knowledge is."""
+        profile = _store().reader_profile(card)
+        if profile is None:
             abort(404, message=f"Card {card} is not known at this node.")
-        loans = Loan.select().where((Loan.reader == card) & Loan.returned_at.is_null())
-        return {
-            "card": r.card, "name": r.name, "category": r.category,
-            "blocked_reason": r.blocked_reason,
-            "loans": [{"loan_id": ln.id, "copy": ln.copy, "due": ln.due.isoformat()}
-                      for ln in loans],
-        }
+        return profile
+
+
+@api.route("/payments")
+class PaymentsView(MethodView):
+    """Payments."""
+
+    @api.arguments(PaymentArgs)
+    @api.response(201)
+    @api.alt_response(409, description="Unknown reader")
+    @require_staff
+    def post(self, args: dict[str, Any]) -> Any:
+        """Take a payment for a fee or a service (works offline)."""
+        try:
+            pid, seq = _store().take_payment(args["reader"], args["amount"], args["kind"],
+                                             args["description"])
+        except CirculationRefused as exc:
+            _refuse(exc)
+        _poke()
+        return {"payment_id": pid, "seq": seq, **args}
+
+
+@api.route("/holds")
+class HoldsView(MethodView):
+    """Reservations to hand out here."""
+
+    @require_staff
+    def get(self) -> Any:
+        """Holds to hand out at this node, ready ones first."""
+        return _store().holds_here()
+
+
+@api.route("/holds/<hold_id>/pickup")
+class HoldPickupView(MethodView):
+    """Hand out a held copy."""
+
+    @api.response(201, LoanOut)
+    @api.alt_response(409, description="Not ready, or refused by the rules")
+    @require_staff
+    def post(self, hold_id: str) -> Any:
+        """Lend the copy set aside for this hold to its reader."""
+        hold = Hold.get_or_none(Hold.id == hold_id)
+        if hold is None or hold.status == "picked_up":
+            abort(404, message="No such hold to hand out here.")
+        if not hold.copy:
+            abort(409, message="No copy has reached this location for this hold yet.",
+                  errors={"refusal": "not_ready"})
+        try:
+            result = _store().checkout(hold.reader, hold.copy)
+        except CirculationRefused as exc:
+            _refuse(exc)
+        _poke()
+        return result
+
+
+@api.route("/session")
+class SessionView(MethodView):
+    """Staff login at the desk."""
+
+    @api.arguments(LoginArgs)
+    def post(self, args: dict[str, Any]) -> Any:
+        """Log in; the answer carries the CSRF token to send as X-CSRF-Token."""
+        return auth.login(args["username"], args["password"])
+
+    def get(self) -> Any:
+        """Who is logged in."""
+        staff = auth.current_staff()
+        if staff is None:
+            abort(401, message="Not logged in.")
+        return {"username": staff, "role": session.get("role"), "csrf": session.get("csrf")}
+
+    def delete(self) -> Any:
+        """Log out."""
+        session.clear()
+        return {"ok": True}
 
 
 @api.route("/status")
@@ -118,7 +262,7 @@ class StatusView(MethodView):
     """How this node is doing."""
 
     def get(self) -> Any:
-        """Outbox, link and hardware state."""
+        """Outbox, link, feed freshness and hardware state."""
         return status()
 
 
@@ -131,6 +275,11 @@ def status() -> dict[str, Any]:
     machine = current_app.extensions.get("kitap.machine")
     out["controller_online"] = machine.online if machine else None
     return out
+
+
+def _staff_only() -> None:
+    if auth.current_staff() is None:
+        abort(401, message="Staff login required (or the node's API token).")
 
 
 def _poke() -> None:
@@ -156,6 +305,8 @@ td{padding:.2rem 1rem .2rem 0}.ok{color:#070}.bad{color:#a00}</style></head><bod
 <tr><td>Open loans made here</td><td>{{ s.open_loans }}</td></tr>
 <tr><td>Copies here</td><td>{{ s.copies_here }}</td></tr>
 <tr><td>Readers known</td><td>{{ s.readers }}</td></tr>
+<tr><td>Knowledge from the cloud</td><td>revision {{ s.feed_rev }}{% if s.as_of %},
+as of {{ s.as_of[:19] }} UTC{% else %} (never synced){% endif %}</td></tr>
 </table><p><a href="/api/openapi.json">OpenAPI</a> · <a href="/metrics">metrics</a></p>
 </body></html>"""
 
@@ -184,6 +335,11 @@ def metrics() -> Response:
         ("kitap_edge_last_acked_seq", "Highest seq acknowledged by the cloud", s["last_acked"]),
         ("kitap_edge_link_up", "1 when connected to the broker", int(s["link"]["connected"])),
         ("kitap_edge_open_loans", "Open loans made at this node", s["open_loans"]),
+        ("kitap_edge_feed_rev", "Change-feed revision applied", s["feed_rev"]),
+        ("kitap_edge_feed_age_seconds", "Seconds since the feed last changed anything",
+         s["age_seconds"] if s["age_seconds"] is not None else float("nan")),
+        ("kitap_edge_offline_hours", "Hours the link has been down (0 when up)",
+         s["offline_hours"]),
     ):
         Gauge(name, help_, registry=registry).set(value)
     return Response(generate_latest(registry), mimetype=CONTENT_TYPE_LATEST)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import random
+import secrets
 import shutil
 import signal
 import sys
@@ -94,6 +95,10 @@ class Demo:
         self.refused = 0
         self.broker = Mosquitto(workdir / "broker", port=_port("broker"))
         self.cloud_url = ""
+        self.token = secrets.token_urlsafe(16)
+        self.blocked: str | None = None
+        self.hold: tuple[str, str, str | None] | None = None
+        self.desk_password = secrets.token_urlsafe(9)
         # Unix socket paths are limited to ~100 bytes: keep them short.
         self.sockdir = Path(tempfile.mkdtemp(prefix="kitap-demo-"))
 
@@ -116,14 +121,23 @@ class Demo:
         wait_http(self.cloud_url + "/healthz")
         for site in self.sites.values():
             wait_http(site.url + "/healthz")
+        for site in self.sites.values():
+            status = wait_for(lambda s=site: self._bootstrapped(s), 60,
+                              what=f"{site.spec.id} to bootstrap from the feed")
+            say(f"{site.spec.id} bootstrapped from the cloud's feed: {status['readers']} readers, "
+                f"{status['copies_here']} copies here (revision {status['feed_rev']})")
         say(f"cloud:  {self.cloud_url}/   (the network at a glance)")
         for site in self.sites.values():
             say(f"{site.spec.kind:7s} {site.spec.id}: {site.url}/   ({site.spec.name})")
+        say(f"desk login at b-central: user 'desk', password '{self.desk_password}'")
         say(f"logs and databases: {self.workdir}/")
+
+    def _bootstrapped(self, site: Site) -> dict[str, Any] | None:
+        st = http_json("GET", site.url + "/api/status", timeout=2)[1]
+        return st if st["feed_rev"] > 0 else None
 
     def _seed(self) -> None:
         from cloud import store as cs
-        from edge import store as es
 
         titles = [{"id": t.id, "title": t.title, "author": t.author, "isbn": t.isbn,
                    "language": t.language, "item_type": t.item_type} for t in self.data.titles]
@@ -139,16 +153,11 @@ class Demo:
                      "status": "in_slot" if c.slot is not None else "on_shelf"}
                     for c in self.data.copies])
         cs.db.close()
-        # Until the change feed (issue 4), every node starts with the whole
-        # reader list and catalogue, and the copies that sit at it.
+        # The edge nodes start empty and learn readers, titles and their own
+        # copies from the cloud's change feed (a snapshot, then changes).
         for site in self.sites.values():
             mine = [c for c in self.data.copies if c.location_node == site.spec.id]
             site.available = [c.barcode for c in mine]
-            store = es.EdgeStore(site.spec.id, str(self.workdir / f"{site.spec.id}.db"))
-            store.seed(titles=titles, readers=readers,
-                       copies=[{"barcode": c.barcode, "title_id": c.title_id, "slot": c.slot}
-                               for c in mine])
-            es.db.close()
             if site.spec.kind == "machine":
                 slots = {str(i): None for i in range(1, site.spec.slots + 1)}
                 slots.update({str(c.slot): c.barcode for c in mine})
@@ -168,6 +177,8 @@ class Demo:
         argv = ["edge", "--node", node, "--kind", site.spec.kind,
                 "--db", str(self.workdir / f"{node}.db"),
                 "--broker", f"127.0.0.1:{self.broker.port}", "--http", f"127.0.0.1:{port}"]
+        if site.spec.kind == "branch":
+            self._desk_account(node)
         if site.spec.kind == "machine":
             site.control = str(self.sockdir / f"{node}.sock")
             sim, pty = start_firmware_sim(
@@ -176,7 +187,18 @@ class Demo:
             self.procs.append(sim)
             say(f"machine {node}: controller simulator on {pty}")
             argv += ["--serial", pty]
-        self._spawn(node, kitap_command(*argv))
+        p = Process(node, kitap_command(*argv), self.workdir / f"{node}.log",
+                    env={"KITAP_API_TOKEN": self.token}).start()
+        self.procs.append(p)
+
+    def _desk_account(self, node: str) -> None:
+        """A desk login for a person to try the branch's pages; printed, never stored."""
+        from edge import auth
+        from edge import store as es
+
+        es.EdgeStore(node, str(self.workdir / f"{node}.db"))
+        auth.add_staff("desk", self.desk_password)
+        es.db.close()
 
     # -- the readers ------------------------------------------------------------
 
@@ -199,7 +221,7 @@ class Demo:
             from firmware_sim.control import ControlClient
 
             ControlClient(site.control).present_card(reader.card)
-        code, body = self._checkout_call(site, reader.card, copy)
+        code, body = self._checkout_call(site, reader.card, copy, self.token)
         title = self.titles[self.copy_title[copy]]
         if code == 201:
             site.available.remove(copy)
@@ -212,12 +234,12 @@ class Demo:
             say(f"{reader.name} could not borrow «{title.title}» at {site.spec.id}: {msg}")
 
     @staticmethod
-    def _checkout_call(site: Site, card: str, copy: str) -> tuple[int, Any]:
+    def _checkout_call(site: Site, card: str, copy: str, token: str) -> tuple[int, Any]:
         """POST the checkout; at a machine, wait (briefly) for the card to reach the node."""
         deadline = time.monotonic() + CARD_WAIT
         while True:
             code, body = http_json("POST", site.url + "/api/checkout",
-                                   {"reader": card, "copy": copy})
+                                   {"reader": card, "copy": copy}, token=token)
             no_card = code == 409 and body.get("errors", {}).get("refusal") == "no_card"
             if not no_card or time.monotonic() > deadline:
                 return code, body
@@ -239,7 +261,8 @@ class Demo:
             ok = reply.get("outcome") == "accepted"
             where = "the return chute of " + site.spec.id
         else:
-            code, reply = http_json("POST", site.url + "/api/return", {"copy": loan.copy})
+            code, reply = http_json("POST", site.url + "/api/return", {"copy": loan.copy},
+                                    token=self.token)
             ok = code == 201
             where = site.spec.id
             if ok:
@@ -250,6 +273,82 @@ class Demo:
         else:
             self.loans.append(loan)
             say(f"{name} could not return «{title.title}» at {where}: {reply}")
+
+    # -- scenes: the cloud decides, the nodes follow -------------------------------
+
+    def scene_block(self) -> None:
+        """The cloud blocks a debtor; at a machine a moment later, the card is refused."""
+        from cloud import actions
+
+        reader = self.rng.choice(self.data.readers)
+        self._cloud_db()
+        actions.block(reader.card, "3 books overdue")
+        say(f"** the cloud blocks {reader.name} ({reader.card}): 3 books overdue")
+        site = self.rng.choice([s for s in self.sites.values() if s.spec.kind == "machine"])
+        copy = self.rng.choice(site.available)
+        from firmware_sim.control import ControlClient
+
+        def refused() -> Any:
+            ControlClient(site.control).present_card(reader.card)
+            code, body = self._checkout_call(site, reader.card, copy, self.token)
+            if code == 201:   # the block had not arrived yet: undo, try again
+                site.available.remove(copy)
+                self.loans.append(OpenLoan(copy, reader.card, site.spec.id))
+                return None
+            return body if body.get("errors", {}).get("refusal") == "blocked" else None
+        t0 = time.monotonic()
+        body = wait_for(refused, 10, interval=0.2, what="the block to reach the machine")
+        say(f"{reader.name} tries to borrow at {site.spec.id} "
+            f"{time.monotonic() - t0:.1f}s later: refused: {body['message']}")
+        self.blocked = reader.card
+
+    def scene_unblock(self) -> None:
+        """The debt is paid: the block is lifted everywhere."""
+        from cloud import actions
+
+        if self.blocked:
+            self._cloud_db()
+            actions.unblock(self.blocked)
+            say(f"** the cloud lifts the block on {self.readers[self.blocked].name}")
+            self.blocked = None
+
+    def scene_hold(self) -> None:
+        """A reader reserves a title for pickup at the branch."""
+        from cloud import actions
+
+        branch = next(s for s in self.sites.values() if s.spec.kind == "branch")
+        copy = self.rng.choice(branch.available)
+        reader = self.rng.choice(self.data.readers)
+        self._cloud_db()
+        hold = actions.place_hold(reader.card, self.copy_title[copy], branch.spec.id)
+        if hold.copy in branch.available:
+            branch.available.remove(hold.copy)
+        self.hold = (hold.id, reader.card, hold.copy)
+        say(f"** {reader.name} reserves «{self.titles[hold.title_id].title}» for pickup at "
+            f"{branch.spec.id}: copy {hold.copy} is set aside")
+
+    def scene_pickup(self) -> None:
+        """The reader collects the reserved book at the desk."""
+        if not self.hold:
+            return
+        hold_id, card, copy = self.hold
+        branch = next(s for s in self.sites.values() if s.spec.kind == "branch")
+        code, body = http_json("POST", f"{branch.url}/api/holds/{hold_id}/pickup",
+                               token=self.token)
+        name = self.readers[card].name
+        if code == 201:
+            self.loans.append(OpenLoan(copy, card, branch.spec.id))
+            say(f"{name} collects the reserved book at the {branch.spec.id} desk, "
+                f"due {body['due']}")
+        else:
+            say(f"{name} could not collect the reserved book: {body}")
+        self.hold = None
+
+    def _cloud_db(self) -> None:
+        from cloud import store as cs
+
+        if cs.db.obj is None or cs.db.is_closed():
+            cs.connect(f"sqlite:///{self.workdir / 'cloud.db'}")
 
     # -- the summary --------------------------------------------------------------
 
@@ -322,10 +421,19 @@ def run_demo(*, duration: float | None, workdir: str, pace: float, seed: int) ->
                                           " (Ctrl-C to stop)"))
         t0 = time.monotonic()
         broker_down = False
+        span = duration or 80.0
+        scenes = [(span * 0.12, demo.scene_hold), (span * 0.20, demo.scene_block),
+                  (span * 0.28, demo.scene_unblock), (span * 0.75, demo.scene_pickup)]
         while not stop.is_set():
             elapsed = time.monotonic() - t0
             if duration and elapsed >= duration:
                 break
+            while scenes and elapsed >= scenes[0][0]:
+                _, scene = scenes.pop(0)
+                try:
+                    scene()
+                except Exception as exc:  # noqa: BLE001 - a scene must not end the demo
+                    say(f"a scene failed: {exc}")
             in_outage = any(a <= elapsed < b for a, b in outages)
             if in_outage and not broker_down:
                 demo.broker.kill()

@@ -166,13 +166,17 @@ class Process:
             self.proc.wait(timeout=5)
 
 
-def http_json(method: str, url: str, body: Any = None, timeout: float = 70.0) -> tuple[int, Any]:
-    """A JSON request; returns (status, decoded body) for 2xx and 4xx alike."""
+def http_json(method: str, url: str, body: Any = None, timeout: float = 70.0,
+              token: str | None = None) -> tuple[int, Any]:
+    """A JSON request (with a bearer ``token`` if given); (status, body) for 2xx and 4xx."""
     if not url.startswith(("http://", "https://")):
         raise ValueError(f"not an HTTP URL: {url}")
     data = json.dumps(body).encode() if body is not None else None
+    headers = {"Content-Type": "application/json"}
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
     req = urllib.request.Request(  # noqa: S310 - scheme checked above
-        url, data=data, method=method, headers={"Content-Type": "application/json"})
+        url, data=data, method=method, headers=headers)
     try:
         with urllib.request.urlopen(req, timeout=timeout) as resp:  # noqa: S310 - our own URL
             return resp.status, json.loads(resp.read() or b"null")

@@ -61,9 +61,62 @@ class LoanReturnBody(Schema):
     reader = fields.Str(load_default=None, allow_none=True, validate=_ident)
 
 
+class LoanRenewBody(Schema):
+    """A loan was extended at this node."""
+
+    class Meta:
+        unknown = RAISE
+
+    loan_id = fields.Str(required=True, validate=_ident)
+    copy = fields.Str(required=True, validate=_ident)
+    reader = fields.Str(required=True, validate=_ident)
+    due = fields.Date(required=True)
+
+
+class HoldPickedUpBody(Schema):
+    """A reader collected the copy set aside for their hold (its loan.checkout precedes)."""
+
+    class Meta:
+        unknown = RAISE
+
+    hold_id = fields.Str(required=True, validate=_ident)
+    copy = fields.Str(required=True, validate=_ident)
+    reader = fields.Str(required=True, validate=_ident)
+    loan_id = fields.Str(required=True, validate=_ident)
+
+
+class FeePaidBody(Schema):
+    """Money taken at this node, in tiyn (1/100 tenge): a fee or a paid service."""
+
+    class Meta:
+        unknown = RAISE
+
+    payment_id = fields.Str(required=True, validate=_ident)
+    reader = fields.Str(required=True, validate=_ident)
+    amount = fields.Int(required=True, strict=True, validate=validate.Range(min=1, max=10**9))
+    kind = fields.Str(required=True, validate=validate.OneOf(["fee", "service"]))
+    description = fields.Str(load_default="", validate=validate.Length(max=200))
+
+
+class ReaderRegisteredBody(Schema):
+    """A card issued at a branch desk."""
+
+    class Meta:
+        unknown = RAISE
+
+    card = fields.Str(required=True, validate=_ident)
+    name = fields.Str(required=True, validate=validate.Length(min=1, max=200))
+    category = fields.Str(required=True, validate=validate.Length(min=1, max=32))
+    pin_hash = fields.Str(required=True, validate=validate.Length(min=1, max=200))
+
+
 BODY_SCHEMAS: dict[str, type[Schema]] = {
     "loan.checkout": LoanCheckoutBody,
     "loan.return": LoanReturnBody,
+    "loan.renew": LoanRenewBody,
+    "hold.picked_up": HoldPickedUpBody,
+    "fee.paid": FeePaidBody,
+    "reader.registered": ReaderRegisteredBody,
 }
 _BODY_INSTANCES: dict[str, Schema] = {k: v() for k, v in BODY_SCHEMAS.items()}
 
@@ -223,6 +276,7 @@ class StatusSchema(Schema):
     outbox_depth = fields.Int(load_default=None, allow_none=True)
     last_seq = fields.Int(load_default=None, allow_none=True)
     last_acked = fields.Int(load_default=None, allow_none=True)
+    feed_rev = fields.Int(load_default=None, allow_none=True)
     faults = fields.List(fields.Str(), load_default=list)
 
 

@@ -3,8 +3,9 @@
     lib/v1/node/{node}/events   node -> cloud, QoS 1, a batch of event envelopes
     lib/v1/node/{node}/ack      cloud -> node, highest contiguous seq applied
     lib/v1/node/{node}/status   node -> all, retained; the last will says offline
+    lib/v1/node/{node}/sync     node -> cloud, "my feed revision is R: what changed since?"
     lib/v1/node/{node}/down     cloud -> node, change feed (catalogue, readers, blocks, holds)
-    lib/v1/broadcast            cloud -> every node
+    lib/v1/broadcast            cloud -> every node ("the feed is at revision R")
 """
 from __future__ import annotations
 
@@ -14,14 +15,15 @@ from typing import Literal
 PREFIX = "lib/v1"
 NODE_ID_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,31}$")
 
-Channel = Literal["events", "ack", "status", "down"]
-CHANNELS: tuple[Channel, ...] = ("events", "ack", "status", "down")
+Channel = Literal["events", "ack", "status", "sync", "down"]
+CHANNELS: tuple[Channel, ...] = ("events", "ack", "status", "sync", "down")
 
 EVENTS_ALL = f"{PREFIX}/node/+/events"
 STATUS_ALL = f"{PREFIX}/node/+/status"
+SYNC_ALL = f"{PREFIX}/node/+/sync"
 BROADCAST = f"{PREFIX}/broadcast"
 
-_TOPIC_RE = re.compile(rf"^{re.escape(PREFIX)}/node/([^/]+)/(events|ack|status|down)$")
+_TOPIC_RE = re.compile(rf"^{re.escape(PREFIX)}/node/([^/]+)/(events|ack|status|sync|down)$")
 
 
 def valid_node_id(node: str) -> bool:

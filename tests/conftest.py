@@ -7,7 +7,15 @@ from typing import Any
 
 import pytest
 
-from kitap.procs import Mosquitto, Process, free_port, kitap_command, wait_http
+from kitap.procs import Mosquitto, Process, free_port, http_json, kitap_command, wait_http
+
+# The API token every edge of a test network accepts (a test secret, not a real one).
+TOKEN = "test-token-not-secret"
+
+
+def api(method: str, url: str, body: Any = None) -> tuple[int, Any]:
+    """A JSON call to an edge or the cloud with the test network's token."""
+    return http_json(method, url, body, token=TOKEN)
 
 NODES = [
     {"id": "m-test", "kind": "machine", "name": "Test machine"},
@@ -88,7 +96,8 @@ class Network:
                 "--broker", f"127.0.0.1:{self.broker.port}", "--http", f"127.0.0.1:{port}"]
         if serial:
             argv += ["--serial", serial]
-        p = Process(node, kitap_command(*argv), self.tmp / f"{node}-{port}.log").start()
+        p = Process(node, kitap_command(*argv), self.tmp / f"{node}-{port}.log",
+                    env={"KITAP_API_TOKEN": TOKEN}).start()
         self.procs.append(p)
         url = f"http://127.0.0.1:{port}"
         wait_http(url + "/healthz")

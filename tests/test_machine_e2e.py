@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from firmware_sim.control import ControlClient
-from kitap.procs import http_json, start_firmware_sim, wait_for
-from tests.conftest import seed_cloud, seed_edge
+from kitap.procs import start_firmware_sim, wait_for
+from tests.conftest import api, seed_cloud, seed_edge
 
 pytestmark = pytest.mark.integration
 
@@ -46,14 +46,14 @@ def machine(tmp_path: Path, broker, network, sockdir: Path):
     cloud = network.cloud(seed_cloud(tmp_path / "cloud.db", fund))
     edge = network.edge("m-test", "machine", seed_edge(tmp_path / "edge.db", "m-test", fund),
                         serial=pty)
-    wait_for(lambda: http_json("GET", edge + "/api/status")[1]["controller_online"], 15,
+    wait_for(lambda: api("GET", edge + "/api/status")[1]["controller_online"], 15,
              what="controller online")
     return edge, cloud, ControlClient(control), state
 
 
 def _checkout_unless_no_card(edge: str, card: str, copy: str):
     """POST a checkout; None while the presented card has not reached the node yet."""
-    code, body = http_json("POST", edge + "/api/checkout", {"reader": card, "copy": copy})
+    code, body = api("POST", edge + "/api/checkout", {"reader": card, "copy": copy})
     if code == 409 and body["errors"]["refusal"] == "no_card":
         return None
     return code, body
@@ -62,7 +62,7 @@ def _checkout_unless_no_card(edge: str, card: str, copy: str):
 def test_card_dispense_loan_and_return_at_the_chute(machine) -> None:
     edge, cloud, ctl, state = machine
     # Without a card in the reader nothing is dispensed.
-    code, body = http_json("POST", edge + "/api/checkout", {"reader": "R0001", "copy": "C00002"})
+    code, body = api("POST", edge + "/api/checkout", {"reader": "R0001", "copy": "C00002"})
     assert code == 409 and body["errors"]["refusal"] == "no_card"
     assert json.loads(state.read_text())["slots"]["2"] == "C00002"
 
@@ -71,19 +71,19 @@ def test_card_dispense_loan_and_return_at_the_chute(machine) -> None:
                           what="checkout once the card reached the node")
     assert code == 201, body
     assert body["copy"] == "C00002" and body["title"] == "Абай жолы" and body["due"]
-    reader = http_json("GET", edge + "/api/readers/R0001")[1]
+    reader = api("GET", edge + "/api/readers/R0001")[1]
     assert [ln["copy"] for ln in reader["loans"]] == ["C00002"]
     assert json.loads(state.read_text())["slots"]["2"] is None   # the book left the machine
-    wait_for(lambda: http_json("GET", cloud + "/api/copies/C00002")[1]["status"] == "on_loan",
+    wait_for(lambda: api("GET", cloud + "/api/copies/C00002")[1]["status"] == "on_loan",
              20, what="cloud sees the loan")
 
     # The reader returns it in the chute: it drops into the bin, the loan closes.
     reply = ctl.insert_return("C00002")
     assert reply["outcome"] == "accepted"
     assert "C00002" in json.loads(state.read_text())["bin"]
-    wait_for(lambda: http_json("GET", cloud + "/api/copies/C00002")[1]["status"] == "in_bin",
+    wait_for(lambda: api("GET", cloud + "/api/copies/C00002")[1]["status"] == "in_bin",
              20, what="cloud sees the return")
-    copy = http_json("GET", cloud + "/api/copies/C00002")[1]
+    copy = api("GET", cloud + "/api/copies/C00002")[1]
     assert copy["location_node"] == "m-test"
     assert [ln["close_reason"] for ln in copy["loans"]] == ["returned"]
 
@@ -96,5 +96,5 @@ def test_a_jam_makes_no_loan_and_the_book_stays_in_its_slot(machine) -> None:
                           what="checkout once the card reached the node")
     assert code == 409 and body["errors"]["refusal"] == "jam"
     assert json.loads(state.read_text())["slots"]["3"] == "C00003"
-    assert http_json("GET", edge + "/api/readers/R0002")[1]["loans"] == []
-    assert http_json("GET", edge + "/api/status")[1]["last_seq"] == 0   # no event either
+    assert api("GET", edge + "/api/readers/R0002")[1]["loans"] == []
+    assert api("GET", edge + "/api/status")[1]["last_seq"] == 0   # no event either

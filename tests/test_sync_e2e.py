@@ -7,19 +7,19 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from kitap.procs import http_json, wait_for
+from kitap.procs import wait_for
 from protocol import topics
-from tests.conftest import seed_cloud, seed_edge, small_fund
+from tests.conftest import api, seed_cloud, seed_edge, small_fund
 
 pytestmark = pytest.mark.integration
 
 
 def _status(edge: str) -> dict:
-    return http_json("GET", edge + "/api/status")[1]
+    return api("GET", edge + "/api/status")[1]
 
 
 def _summary(cloud: str) -> dict:
-    return http_json("GET", cloud + "/api/summary")[1]
+    return api("GET", cloud + "/api/summary")[1]
 
 
 def test_checkout_with_broker_down_is_served_then_reaches_cloud_once(tmp_path: Path, broker,
@@ -29,7 +29,7 @@ def test_checkout_with_broker_down_is_served_then_reaches_cloud_once(tmp_path: P
     edge = network.edge("b-test", "branch", seed_edge(tmp_path / "edge.db", "b-test", fund))
 
     # The broker is down: the reader is still served, the event waits in the outbox.
-    code, loan = http_json("POST", edge + "/api/checkout", {"reader": "R0001", "copy": "C00003"})
+    code, loan = api("POST", edge + "/api/checkout", {"reader": "R0001", "copy": "C00003"})
     assert code == 201, loan
     assert loan["due"] and loan["seq"] == 1
     st = _status(edge)
@@ -38,7 +38,7 @@ def test_checkout_with_broker_down_is_served_then_reaches_cloud_once(tmp_path: P
 
     broker.start()
     wait_for(lambda: _status(edge)["last_acked"] == 1, 30, what="edge outbox acknowledged")
-    code, copy = http_json("GET", cloud + "/api/copies/C00003")
+    code, copy = api("GET", cloud + "/api/copies/C00003")
     assert code == 200
     assert copy["status"] == "on_loan"
     assert [ln["id"] for ln in copy["loans"]] == [loan["loan_id"]]
@@ -60,10 +60,10 @@ def test_broker_killed_mid_stream_of_200_events_cloud_has_all_once(tmp_path: Pat
     cloud_proc = network.proc("cloud")
 
     def lend_and_return(i: int) -> None:
-        code, body = http_json("POST", edge + "/api/checkout",
+        code, body = api("POST", edge + "/api/checkout",
                                {"reader": f"R{i % 50:04d}", "copy": f"C{i:05d}"})
         assert code == 201, body
-        code, body = http_json("POST", edge + "/api/return", {"copy": f"C{i:05d}"})
+        code, body = api("POST", edge + "/api/return", {"copy": f"C{i:05d}"})
         assert code == 201, body
 
     for i in range(35):                      # events 1-70 flow normally
@@ -91,7 +91,7 @@ def test_broker_killed_mid_stream_of_200_events_cloud_has_all_once(tmp_path: Pat
     node = next(n for n in summary["nodes"] if n["id"] == "b-test")
     assert node["applied_seq"] == 200
     for i in (0, 35, 36, 99):
-        copy = http_json("GET", cloud + f"/api/copies/C{i:05d}")[1]
+        copy = api("GET", cloud + f"/api/copies/C{i:05d}")[1]
         assert len(copy["loans"]) == 1, copy
         assert copy["loans"][0]["close_reason"] == "returned"
         assert copy["status"] == "on_shelf" and copy["location_node"] == "b-test"
@@ -119,7 +119,7 @@ def test_malformed_messages_are_rejected_and_the_consumer_goes_on(tmp_path: Path
         pub.disconnect()
     # The consumer still works: a real edge's event goes through after the garbage.
     edge = network.edge("b-test", "branch", seed_edge(tmp_path / "edge.db", "b-test", fund))
-    code, _ = http_json("POST", edge + "/api/return", {"copy": "C00001"})
+    code, _ = api("POST", edge + "/api/return", {"copy": "C00001"})
     assert code == 201
     wait_for(lambda: _status(edge)["last_acked"] == 1, 30, what="good event acknowledged")
     assert _summary(cloud)["events_applied"] == 1

@@ -1,0 +1,159 @@
+"""The change feed: what the cloud records for the nodes, and what it answers them.
+
+Every write that a node must learn of calls ``record`` in the same transaction,
+so the log and the state never disagree. ``changes_for`` and ``snapshot``
+answer a node's sync request (protocol/feed.py describes the wire).
+"""
+from __future__ import annotations
+
+import json
+import uuid
+from typing import Any
+
+from peewee import fn
+
+from cloud import store as s
+from protocol.feed import CHANGES_PER_MESSAGE, SNAPSHOT_PART
+
+ALL = "*"
+# Copies a node holds: where a reader may find them or a technician must act.
+HERE = ("in_slot", "on_shelf", "in_bin")
+
+
+def record(entity: str, key: str, op: str, data: dict[str, Any] | None = None,
+           scope: str = ALL) -> None:
+    """Append one change to the log (call inside the transaction that made it)."""
+    s.Change.insert(entity=entity, key=key, scope=scope, op=op,
+                    data=json.dumps(data or {}, ensure_ascii=False, default=str),
+                    at=s.utcnow()).execute()
+
+
+def current_rev() -> int:
+    """The newest revision in the log (0 when empty)."""
+    return int(s.Change.select(fn.MAX(s.Change.rev)).scalar() or 0)
+
+
+# -- what a node is told about each entity ---------------------------------------
+
+def reader_data(r: s.Reader, open_loans: int | None = None) -> dict[str, Any]:
+    """A reader as every node holds it: enough to decide offline."""
+    if open_loans is None:
+        open_loans = s.Loan.select().where((s.Loan.reader == r.card)
+                                           & s.Loan.returned_at.is_null()).count()
+    return {"card": r.card, "name": r.name, "category": r.category, "pin_hash": r.pin_hash,
+            "blocked_reason": r.blocked_reason, "open_loans": open_loans,
+            "fees_owed": r.fees_owed}
+
+
+def title_data(t: s.Title, waiting: int | None = None) -> dict[str, Any]:
+    """A title, with how many readers wait for it (a renewal is refused then)."""
+    if waiting is None:
+        waiting = s.Hold.select().where((s.Hold.title_id == t.id)
+                                        & s.Hold.status.in_(["waiting", "ready"])).count()
+    return {"id": t.id, "title": t.title, "author": t.author, "isbn": t.isbn,
+            "language": t.language, "item_type": t.item_type, "holds_waiting": waiting}
+
+
+def copy_data(c: s.Copy) -> dict[str, Any]:
+    """A copy as the node where it sits holds it."""
+    return {"barcode": c.barcode, "title_id": c.title_id, "slot": c.slot}
+
+
+def hold_data(h: s.Hold) -> dict[str, Any]:
+    """A hold as its pickup node holds it."""
+    return {"id": h.id, "title_id": h.title_id, "reader": h.reader, "copy": h.copy,
+            "status": h.status, "expires": h.expires.isoformat() if h.expires else None}
+
+
+def policy_data(p: s.Policy) -> dict[str, Any]:
+    """A loan policy row."""
+    return {"item_type": p.item_type, "category": p.category, "loan_days": p.loan_days,
+            "max_items": p.max_items, "renewals": p.renewals}
+
+
+def reader_changed(card: str) -> None:
+    """Tell every node the reader's current figures."""
+    r = s.Reader.get_or_none(s.Reader.card == card)
+    if r is not None:
+        record("reader", card, "upsert", reader_data(r))
+
+
+def title_changed(title_id: str) -> None:
+    """Tell every node the title's current record."""
+    t = s.Title.get_or_none(s.Title.id == title_id)
+    if t is not None:
+        record("title", title_id, "upsert", title_data(t))
+
+
+def copy_moved(barcode: str, old_node: str | None, new: s.Copy | None) -> None:
+    """A copy left ``old_node`` and/or arrived somewhere (or changed slot)."""
+    new_node = new.location_node if new is not None and new.status in HERE else None
+    if old_node and old_node != new_node:
+        record("copy", barcode, "delete", {"barcode": barcode}, scope=old_node)
+    if new is not None and new_node:
+        record("copy", barcode, "upsert", copy_data(new), scope=new_node)
+
+
+def hold_changed(h: s.Hold) -> None:
+    """Tell the pickup node about a hold, and every node how many wait for the title."""
+    if h.status in ("waiting", "ready"):
+        record("hold", h.id, "upsert", hold_data(h), scope=h.pickup_node)
+    else:
+        record("hold", h.id, "delete", {"id": h.id}, scope=h.pickup_node)
+    title_changed(h.title_id)
+
+
+# -- answering a node ------------------------------------------------------------
+
+def changes_for(node: str, from_rev: int) -> dict[str, Any]:
+    """The node's changes after ``from_rev``: fields of a "changes" message."""
+    rows = list(s.Change.select().where((s.Change.rev > from_rev)
+                                        & s.Change.scope.in_([ALL, node]))
+                .order_by(s.Change.rev).limit(CHANGES_PER_MESSAGE + 1))
+    more = len(rows) > CHANGES_PER_MESSAGE
+    rows = rows[:CHANGES_PER_MESSAGE]
+    # Without more to come, the node is current up to the newest revision even
+    # if the last changes were for other nodes.
+    to_rev = rows[-1].rev if more else max(current_rev(), from_rev)
+    return {"from_rev": from_rev, "to_rev": to_rev, "more": more,
+            "changes": [_wire(c.rev, c.entity, c.key, c.op, json.loads(c.data)) for c in rows]}
+
+
+def _wire(rev: int, entity: str, key: str, op: str, data: dict[str, Any]) -> dict[str, Any]:
+    return {"rev": rev, "entity": entity, "key": key, "op": op, "data": data}
+
+
+def snapshot(node: str) -> list[dict[str, Any]]:
+    """Everything ``node`` must know, as fields of "snapshot" messages, in parts."""
+    with s.db.atomic():  # one consistent read
+        rev = current_rev()
+        if rev == 0:
+            # Revision 0 means "never synced" to a node: the log starts at 1.
+            record("config", "feed_started", "upsert",
+                   {"key": "feed_started", "value": s.utcnow().isoformat()})
+            rev = current_rev()
+        items: list[dict[str, Any]] = []
+        items += [_wire(rev, "config", st.key, "upsert", {"key": st.key, "value": st.value})
+                  for st in s.Setting.select()]
+        items += [_wire(rev, "policy", f"{p.item_type}/{p.category}", "upsert", policy_data(p))
+                  for p in s.Policy.select()]
+        # Counted once for all, not once per row: 500,000 readers must stay seconds.
+        loans = dict(s.Loan.select(s.Loan.reader, fn.COUNT(s.Loan.id))
+                     .where(s.Loan.returned_at.is_null()).group_by(s.Loan.reader).tuples())
+        waiting = dict(s.Hold.select(s.Hold.title_id, fn.COUNT(s.Hold.id))
+                       .where(s.Hold.status.in_(["waiting", "ready"]))
+                       .group_by(s.Hold.title_id).tuples())
+        items += [_wire(rev, "reader", r.card, "upsert", reader_data(r, loans.get(r.card, 0)))
+                  for r in s.Reader.select()]
+        items += [_wire(rev, "title", t.id, "upsert", title_data(t, waiting.get(t.id, 0)))
+                  for t in s.Title.select()]
+        items += [_wire(rev, "copy", c.barcode, "upsert", copy_data(c)) for c in
+                  s.Copy.select().where((s.Copy.location_node == node)
+                                        & s.Copy.status.in_(HERE))]
+        items += [_wire(rev, "hold", h.id, "upsert", hold_data(h)) for h in
+                  s.Hold.select().where((s.Hold.pickup_node == node)
+                                        & s.Hold.status.in_(["waiting", "ready"]))]
+    snap = uuid.uuid4().hex[:12]
+    parts = max(1, -(-len(items) // SNAPSHOT_PART))
+    return [{"snapshot": snap, "rev": rev, "part": i, "parts": parts,
+             "changes": items[i * SNAPSHOT_PART:(i + 1) * SNAPSHOT_PART]} for i in range(parts)]

@@ -1,0 +1,189 @@
+"""Applying the cloud's change feed to the node's store: in order, once, atomically.
+
+A "changes" message is applied only if it starts at this node's revision
+(``from_rev``), in one transaction that also moves the revision, so a duplicate
+or stale message changes nothing and a gap cannot happen. A snapshot is applied
+when all its parts are in. Local truth wins over the cloud's older picture: a
+copy named by an event the cloud has not yet acknowledged keeps its local state.
+"""
+from __future__ import annotations
+
+import logging
+from datetime import date, datetime
+from typing import Any
+
+from edge.store import Copy, EdgeStore, Hold, Loan, Meta, Outbox, Policy, Reader, Title, db, utcnow
+
+logger = logging.getLogger(__name__)
+
+# Snapshot parts kept while waiting for the rest; an abandoned snapshot (the
+# link dropped half-way) is dropped when a newer one starts.
+MAX_PENDING_SNAPSHOTS = 2
+BULK = 500
+
+
+class FeedApplier:
+    """Keeps one node's store current from the cloud's feed."""
+
+    def __init__(self, store: EdgeStore) -> None:
+        self.store = store
+        self._parts: dict[str, dict[int, list[dict[str, Any]]]] = {}
+        self.applied_changes = 0
+        self.snapshots = 0
+
+    def rev(self) -> int:
+        """The revision this node's knowledge is at (0: never bootstrapped)."""
+        return int(self.store._meta("feed_rev", "0") or 0)
+
+    def apply_changes(self, msg: dict[str, Any]) -> bool:
+        """Apply a "changes" message if it starts at our revision; True if applied."""
+        with self.store._lock, db.atomic():
+            if msg["from_rev"] != self.rev() or self.rev() == 0:
+                return False
+            protected = self._protected()
+            now = utcnow()
+            for ch in msg["changes"]:
+                self._apply(ch, protected, now)
+            self._set_rev(msg["to_rev"], now)
+        self.applied_changes += len(msg["changes"])
+        return True
+
+    def add_snapshot_part(self, msg: dict[str, Any]) -> bool:
+        """Keep a snapshot part; True when the snapshot was complete and applied."""
+        parts = self._parts.setdefault(msg["snapshot"], {})
+        parts[msg["part"]] = msg["changes"]
+        if len(self._parts) > MAX_PENDING_SNAPSHOTS:
+            for old in list(self._parts)[:-MAX_PENDING_SNAPSHOTS]:
+                del self._parts[old]
+        if len(parts) < msg["parts"]:
+            return False
+        del self._parts[msg["snapshot"]]
+        items = [ch for i in range(msg["parts"]) for ch in parts[i]]
+        self._apply_snapshot(items, msg["rev"])
+        return True
+
+    # -- internals ------------------------------------------------------------------
+
+    def _set_rev(self, rev: int, now: datetime) -> None:
+        self.store._set_meta("feed_rev", str(rev))
+        self.store._set_meta("feed_at", now.isoformat())
+
+    @staticmethod
+    def _protected() -> set[str]:
+        # Copies named by events the cloud has not acknowledged, or lent here and
+        # not back: what this node saw happen is newer than what the cloud says.
+        pending = {r.copy for r in Outbox.select(Outbox.copy).where(
+            (Outbox.acked == False) & Outbox.copy.is_null(False))}  # noqa: E712
+        lent = {r.copy for r in Loan.select(Loan.copy).where(Loan.returned_at.is_null())}
+        return pending | lent
+
+    def _apply_snapshot(self, items: list[dict[str, Any]], rev: int) -> None:
+        now = utcnow()
+        with self.store._lock, db.atomic():
+            protected = self._protected()
+            by: dict[str, list[dict[str, Any]]] = {}
+            for ch in items:
+                by.setdefault(ch["entity"], []).append(ch["data"])
+            # Replace what only the cloud decides; keep readers this node issued.
+            Title.delete().execute()
+            Policy.delete().execute()
+            Hold.delete().execute()
+            Meta.delete().where(Meta.key.startswith("config.")).execute()
+            _bulk(Title, [_title(d) for d in by.get("title", [])])
+            _bulk(Policy, [_policy(d) for d in by.get("policy", [])])
+            _bulk(Hold, [_hold(d) for d in by.get("hold", [])])
+            for d in by.get("config", []):
+                self.store._set_meta(f"config.{d['key']}", str(d["value"]))
+            readers = [_reader(d, now) for d in by.get("reader", [])]
+            for i in range(0, len(readers), BULK):
+                chunk = readers[i:i + BULK]
+                Reader.insert_many(chunk).on_conflict(
+                    conflict_target=[Reader.card],
+                    preserve=[getattr(Reader, k) for k in chunk[0] if k != "card"],
+                ).execute()
+            # Everything here that the snapshot does not name has left, except what
+            # an unacknowledged event of ours names (a subquery: no parameter limit).
+            pending = Outbox.select(Outbox.copy).where(
+                (Outbox.acked == False) & Outbox.copy.is_null(False))  # noqa: E712
+            Copy.update(here=False, slot=None).where(
+                (Copy.here == True) & Copy.barcode.not_in(pending)).execute()  # noqa: E712
+            _bulk(Copy, [_copy(d) for d in by.get("copy", []) if d["barcode"] not in protected],
+                  replace=True)
+            self._set_rev(rev, now)
+        self.snapshots += 1
+        logger.info("snapshot at rev %d applied: %d items", rev, len(items))
+
+    def _apply(self, ch: dict[str, Any], protected: set[str], now: datetime) -> None:
+        entity, op, d = ch["entity"], ch["op"], ch["data"]
+        if entity == "reader":
+            if op == "delete":
+                Reader.delete().where(Reader.card == ch["key"]).execute()
+            else:
+                row = _reader(d, now)
+                Reader.insert(**row).on_conflict(
+                    conflict_target=[Reader.card],
+                    preserve=[getattr(Reader, k) for k in row if k != "card"]).execute()
+        elif entity == "title":
+            if op == "delete":
+                Title.delete().where(Title.id == ch["key"]).execute()
+            else:
+                Title.insert(**_title(d)).on_conflict_replace().execute()
+        elif entity == "copy":
+            if ch["key"] in protected:
+                return
+            if op == "delete":
+                Copy.update(here=False, slot=None).where(Copy.barcode == ch["key"]).execute()
+            else:
+                Copy.insert(**_copy(d)).on_conflict_replace().execute()
+        elif entity == "hold":
+            if op == "delete":
+                Hold.delete().where(Hold.id == ch["key"]).execute()
+            else:
+                Hold.insert(**_hold(d)).on_conflict_replace().execute()
+        elif entity == "policy":
+            item_type, _, category = ch["key"].partition("/")
+            if op == "delete":
+                Policy.delete().where((Policy.item_type == item_type)
+                                      & (Policy.category == category)).execute()
+            else:
+                Policy.insert(**_policy(d)).on_conflict_replace().execute()
+        elif entity == "config":
+            self.store._set_meta(f"config.{ch['key']}", str(d.get("value", "")))
+
+
+def _bulk(model: Any, rows: list[dict[str, Any]], replace: bool = False) -> None:
+    for i in range(0, len(rows), BULK):
+        q = model.insert_many(rows[i:i + BULK])
+        (q.on_conflict_replace() if replace else q).execute()
+
+
+def _reader(d: dict[str, Any], now: datetime) -> dict[str, Any]:
+    return {"card": d["card"], "name": d.get("name", ""), "category": d.get("category", "adult"),
+            "pin_hash": d.get("pin_hash") or "", "blocked_reason": d.get("blocked_reason"),
+            "open_loans": int(d.get("open_loans", 0)), "fees_owed": int(d.get("fees_owed", 0)),
+            "synced_at": now}
+
+
+def _title(d: dict[str, Any]) -> dict[str, Any]:
+    return {"id": d["id"], "title": d.get("title", ""), "author": d.get("author", ""),
+            "isbn": d.get("isbn", ""), "language": d.get("language", ""),
+            "item_type": d.get("item_type", "book"),
+            "holds_waiting": int(d.get("holds_waiting", 0))}
+
+
+def _copy(d: dict[str, Any]) -> dict[str, Any]:
+    return {"barcode": d["barcode"], "title_id": d.get("title_id"), "slot": d.get("slot"),
+            "here": True, "on_loan": False}
+
+
+def _hold(d: dict[str, Any]) -> dict[str, Any]:
+    exp = d.get("expires")
+    return {"id": d["id"], "title_id": d["title_id"], "reader": d["reader"],
+            "copy": d.get("copy"), "status": d.get("status", "waiting"),
+            "expires": date.fromisoformat(exp) if exp else None}
+
+
+def _policy(d: dict[str, Any]) -> dict[str, Any]:
+    return {"item_type": d["item_type"], "category": d["category"],
+            "loan_days": int(d["loan_days"]), "max_items": int(d["max_items"]),
+            "renewals": int(d["renewals"])}
