@@ -1,6 +1,8 @@
 """The ``kitap`` command: one subcommand per process, plus the demo."""
 from __future__ import annotations
 
+from typing import Any
+
 import click
 
 from firmware_sim.cli import command as firmware_sim_command
@@ -71,6 +73,116 @@ def demo(duration: float | None, workdir: str, pace: float, seed: int) -> None:
     from kitap.demo import run_demo
 
     run_demo(duration=duration, workdir=workdir, pace=pace, seed=seed)
+
+
+@main.group()
+@click.option("--db", "database_url", default="sqlite:///kitap-cloud.db", show_default=True,
+              help="The cloud's database URL.")
+@click.pass_context
+def admin(ctx: click.Context, database_url: str) -> None:
+    """Staff decisions in the cloud; every node learns them through the feed."""
+    from cloud import store
+
+    store.connect(database_url)
+    ctx.call_on_close(store.db.close)
+
+
+def _act(fn: Any, *args: Any) -> None:
+    from cloud.actions import ActionError
+
+    try:
+        fn(*args)
+    except ActionError as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
+@admin.command()
+@click.argument("card")
+@click.option("--reason", required=True, help="Shown to the reader and to staff.")
+def block(card: str, reason: str) -> None:
+    """Block a reader everywhere."""
+    from cloud import actions
+
+    _act(actions.block, card, reason)
+    click.echo(f"blocked {card}: {reason}")
+
+
+@admin.command()
+@click.argument("card")
+def unblock(card: str) -> None:
+    """Lift a reader's block everywhere."""
+    from cloud import actions
+
+    _act(actions.unblock, card)
+    click.echo(f"unblocked {card}")
+
+
+@admin.command()
+@click.argument("card")
+@click.argument("title_id")
+@click.argument("pickup_node")
+def hold(card: str, title_id: str, pickup_node: str) -> None:
+    """Reserve a title for a reader, to collect at a machine or branch."""
+    from cloud import actions
+
+    try:
+        h = actions.place_hold(card, title_id, pickup_node)
+    except actions.ActionError as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(f"hold {h.id}: {h.status}" + (f", copy {h.copy} set aside" if h.copy else ""))
+
+
+@admin.command()
+@click.argument("key")
+@click.argument("value")
+def setting(key: str, value: str) -> None:
+    """Set a network-wide setting (offline_cap_after_hours, offline_cap_loans)."""
+    from cloud import actions
+
+    _act(actions.set_setting, key, value)
+    click.echo(f"{key} = {value}")
+
+
+@admin.command()
+@click.argument("item_type")
+@click.argument("category")
+@click.option("--loan-days", type=int, required=True)
+@click.option("--max-items", type=int, required=True)
+@click.option("--renewals", type=int, required=True)
+def policy(item_type: str, category: str, loan_days: int, max_items: int,
+           renewals: int) -> None:
+    """Set a loan policy row ("*" for any item type or category)."""
+    from cloud import actions
+
+    _act(actions.set_policy, item_type, category, loan_days, max_items, renewals)
+    click.echo(f"policy {item_type}/{category}: {loan_days} days, {max_items} items, "
+               f"{renewals} renewals")
+
+
+@main.group()
+@click.option("--db", "database", required=True, help="The edge node's SQLite file.")
+@click.pass_context
+def staff(ctx: click.Context, database: str) -> None:
+    """Desk logins at an edge node."""
+    from edge import store
+
+    store.open_db(database)
+    ctx.call_on_close(store.db.close)
+
+
+@staff.command("add")
+@click.argument("username")
+@click.option("--role", type=click.Choice(["librarian", "manager"]), default="librarian")
+@click.password_option(help="Asked for when not given (at least 8 characters).")
+def staff_add(username: str, role: str, password: str) -> None:
+    """Create a staff login, or reset its password."""
+    from edge import auth
+
+    try:
+        auth.add_staff(username, password, role)
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(f"staff {username} ({role}) saved")
 
 
 main.add_command(firmware_sim_command, "firmware-sim")
