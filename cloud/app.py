@@ -25,6 +25,11 @@ DEFAULTS: dict[str, Any] = {
 }
 
 
+def _text(value: Any) -> str | None:
+    # from_prefixed_env parses values as JSON: a password of digits arrives as an int.
+    return None if value is None else str(value)
+
+
 def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     """Defaults, then KITAP_* environment variables, then ``config`` (tests)."""
     app = Flask(__name__)
@@ -41,8 +46,8 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
 
         consumer = Consumer(host=app.config["MQTT_HOST"], port=int(app.config["MQTT_PORT"]),
                             shared=bool(app.config["SHARED_SUBSCRIPTION"]),
-                            username=app.config["MQTT_USERNAME"],
-                            password=app.config["MQTT_PASSWORD"])
+                            username=_text(app.config["MQTT_USERNAME"]),
+                            password=_text(app.config["MQTT_PASSWORD"]))
         consumer.start()
         app.extensions["kitap.consumer"] = consumer
     return app

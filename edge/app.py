@@ -33,6 +33,11 @@ DEFAULTS: dict[str, Any] = {
 }
 
 
+def _text(value: Any) -> str | None:
+    # from_prefixed_env parses values as JSON: a password of digits arrives as an int.
+    return None if value is None else str(value)
+
+
 def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     """Defaults, then KITAP_* environment variables, then ``config`` (tests)."""
     app = Flask(__name__)
@@ -57,8 +62,9 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
         from edge.sync import SyncAgent
 
         sync = SyncAgent(store, host=app.config["MQTT_HOST"], port=int(app.config["MQTT_PORT"]),
-                         kind=app.config["NODE_KIND"], username=app.config["MQTT_USERNAME"],
-                         password=app.config["MQTT_PASSWORD"])
+                         kind=app.config["NODE_KIND"],
+                         username=_text(app.config["MQTT_USERNAME"]),
+                         password=_text(app.config["MQTT_PASSWORD"]))
         sync.start()
         app.extensions["kitap.sync"] = sync
     return app

@@ -22,15 +22,18 @@ def main() -> None:
               help="Where to serve the overview page and API.")
 @click.option("--shared", is_flag=True,
               help="Use an MQTT 5 shared subscription (several ingest processes).")
+@click.option("--credentials", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="The cloud.env file written by `kitap provision`.")
 @click.option("-v", "--verbose", is_flag=True)
-def cloud(database_url: str, broker: str, http: str, shared: bool, verbose: bool) -> None:
+def cloud(database_url: str, broker: str, http: str, shared: bool, credentials: str | None,
+          verbose: bool) -> None:
     """Run the cloud: ingest of every node's events, store, and web."""
     from cloud.app import create_app, shutdown
 
     setup_logging(verbose)
     mhost, mport = split_hostport(broker, 1883)
     app = create_app({"DATABASE_URL": database_url, "MQTT_HOST": mhost, "MQTT_PORT": mport,
-                      "SHARED_SUBSCRIPTION": shared})
+                      "SHARED_SUBSCRIPTION": shared, **_credentials(credentials)})
     host, port = split_hostport(http, 8100)
     run(app, host, port, shutdown)
 
@@ -43,9 +46,11 @@ def cloud(database_url: str, broker: str, http: str, shared: bool, verbose: bool
 @click.option("--http", "http", default="127.0.0.1:8101", show_default=True)
 @click.option("--serial", "serial_port", default=None,
               help="The machine controller: a device path (e.g. a pty) or a pyserial URL.")
+@click.option("--credentials", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="This node's .env file written by `kitap provision`.")
 @click.option("-v", "--verbose", is_flag=True)
 def edge(node: str, kind: str, database: str, broker: str, http: str,
-         serial_port: str | None, verbose: bool) -> None:
+         serial_port: str | None, credentials: str | None, verbose: bool) -> None:
     """Run one edge node (a vending machine or a branch)."""
     from edge.app import create_app, shutdown
 
@@ -54,9 +59,38 @@ def edge(node: str, kind: str, database: str, broker: str, http: str,
         raise click.UsageError("a machine needs --serial (its controller's port)")
     mhost, mport = split_hostport(broker, 1883)
     app = create_app({"NODE_ID": node, "NODE_KIND": kind, "DATABASE": database,
-                      "MQTT_HOST": mhost, "MQTT_PORT": mport, "SERIAL_PORT": serial_port})
+                      "MQTT_HOST": mhost, "MQTT_PORT": mport, "SERIAL_PORT": serial_port,
+                      **_credentials(credentials)})
     host, port = split_hostport(http, 8101)
     run(app, host, port, shutdown)
+
+
+def _credentials(path: str | None) -> dict[str, str]:
+    """MQTT_USERNAME / MQTT_PASSWORD from a `kitap provision` .env file."""
+    if not path:
+        return {}
+    with open(path, encoding="utf-8") as f:
+        fields = dict(line.strip().split("=", 1) for line in f if "=" in line)
+    return {"MQTT_USERNAME": fields["KITAP_MQTT_USERNAME"],
+            "MQTT_PASSWORD": fields["KITAP_MQTT_PASSWORD"]}
+
+
+@main.command()
+@click.option("--dir", "out", required=True, type=click.Path(file_okay=False),
+              help="Where to write the credentials (keep it out of the repository).")
+@click.argument("nodes", nargs=-1, required=True)
+def provision(out: str, nodes: tuple[str, ...]) -> None:
+    """Give each node (and the cloud) its own MQTT login, and write the broker's access list."""
+    from pathlib import Path
+
+    from kitap.provision import provision as do_provision
+
+    try:
+        creds = do_provision(Path(out), list(nodes))
+    except (ValueError, RuntimeError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(f"{len(creds)} logins in {out}/ (passwd, acl, mosquitto.conf, one .env per user)")
+    click.echo(f"broker: add the lines of {out}/mosquitto.conf to its configuration")
 
 
 @main.command()

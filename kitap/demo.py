@@ -34,6 +34,7 @@ from kitap.procs import (
     wait_for,
     wait_http,
 )
+from kitap.provision import provision
 from kitap.sample_data import NodeSpec, SampleData, default_nodes, generate
 
 # Ports a person can remember when they are free; any free port otherwise.
@@ -93,7 +94,11 @@ class Demo:
         self.procs: list[Process] = []
         self.loans: list[OpenLoan] = []
         self.refused = 0
-        self.broker = Mosquitto(workdir / "broker", port=_port("broker"))
+        # Every node logs in to the broker as itself; the access list lets it
+        # publish only under its own topics (kitap/provision.py).
+        self.auth = workdir / "auth"
+        provision(self.auth, [n.id for n in self.data.nodes])
+        self.broker = Mosquitto(workdir / "broker", port=_port("broker"), auth_dir=self.auth)
         self.cloud_url = ""
         self.token = secrets.token_urlsafe(16)
         self.blocked: str | None = None
@@ -110,11 +115,13 @@ class Demo:
             f"{len(self.data.readers)} readers")
         self._seed()
         self.broker.start()
-        say(f"broker: our own Mosquitto on 127.0.0.1:{self.broker.port}")
+        say(f"broker: our own Mosquitto on 127.0.0.1:{self.broker.port}, one login per node, "
+            "access list on")
         cport = _port("cloud")
         self._spawn("cloud", kitap_command(
             "cloud", "--db", f"sqlite:///{self.workdir / 'cloud.db'}",
-            "--broker", f"127.0.0.1:{self.broker.port}", "--http", f"127.0.0.1:{cport}"))
+            "--broker", f"127.0.0.1:{self.broker.port}", "--http", f"127.0.0.1:{cport}",
+            "--credentials", str(self.auth / "cloud.env")))
         self.cloud_url = f"http://127.0.0.1:{cport}"
         for site in self.sites.values():
             self._start_site(site)
@@ -176,7 +183,8 @@ class Demo:
         site.url = f"http://127.0.0.1:{port}"
         argv = ["edge", "--node", node, "--kind", site.spec.kind,
                 "--db", str(self.workdir / f"{node}.db"),
-                "--broker", f"127.0.0.1:{self.broker.port}", "--http", f"127.0.0.1:{port}"]
+                "--broker", f"127.0.0.1:{self.broker.port}", "--http", f"127.0.0.1:{port}",
+                "--credentials", str(self.auth / f"{node}.env")]
         if site.spec.kind == "branch":
             self._desk_account(node)
         if site.spec.kind == "machine":

@@ -6,6 +6,7 @@ broker and start it again on the same port.
 from __future__ import annotations
 
 import contextlib
+import getpass
 import json
 import os
 import shutil
@@ -64,7 +65,8 @@ def port_open(port: int, host: str = "127.0.0.1") -> bool:
 class Mosquitto:
     """A broker of our own on a port of our own, that we may kill and restart."""
 
-    def __init__(self, workdir: Path, port: int | None = None, extra_conf: str = "") -> None:
+    def __init__(self, workdir: Path, port: int | None = None, extra_conf: str = "",
+                 auth_dir: Path | None = None) -> None:
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.port = port or free_port()
@@ -72,11 +74,14 @@ class Mosquitto:
         self.log = self.workdir / f"mosquitto-{self.port}.log"
         self.conf.write_text(
             f"listener {self.port} 127.0.0.1\n"
-            "allow_anonymous true\n"
+            # Our own broker runs as whoever started it, so it can read the
+            # credentials we wrote with owner-only permissions.
+            f"user {getpass.getuser()}\n"
             # The broker is a pipe, not a store: nothing persisted on purpose.
             "persistence false\n"
             "max_queued_messages 100000\n"
-            f"{extra_conf}"
+            + ((auth_dir / "mosquitto.conf").read_text() if auth_dir else "allow_anonymous true\n")
+            + extra_conf
         )
         self.proc: subprocess.Popen[bytes] | None = None
 

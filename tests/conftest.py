@@ -73,6 +73,12 @@ class Network:
         self.tmp = tmp_path
         self.broker = broker
         self.procs: list[Process] = []
+        self.auth_dir: Path | None = None   # set: processes connect with their credentials
+
+    def _creds(self, user: str) -> dict[str, str]:
+        from kitap.provision import env_of
+
+        return env_of(self.auth_dir, user) if self.auth_dir else {}
 
     def proc(self, name: str) -> Process:
         """The process started under ``name`` (the node id, or "cloud")."""
@@ -83,7 +89,8 @@ class Network:
         port = free_port()
         p = Process("cloud", kitap_command(
             "cloud", "--db", db_url, "--broker", f"127.0.0.1:{self.broker.port}",
-            "--http", f"127.0.0.1:{port}"), self.tmp / f"cloud-{port}.log").start()
+            "--http", f"127.0.0.1:{port}"), self.tmp / f"cloud-{port}.log",
+            env=self._creds("kitap-cloud")).start()
         self.procs.append(p)
         url = f"http://127.0.0.1:{port}"
         wait_http(url + "/healthz")
@@ -97,7 +104,7 @@ class Network:
         if serial:
             argv += ["--serial", serial]
         p = Process(node, kitap_command(*argv), self.tmp / f"{node}-{port}.log",
-                    env={"KITAP_API_TOKEN": TOKEN}).start()
+                    env={"KITAP_API_TOKEN": TOKEN, **self._creds(node)}).start()
         self.procs.append(p)
         url = f"http://127.0.0.1:{port}"
         wait_http(url + "/healthz")
