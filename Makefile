@@ -6,7 +6,7 @@ STAMP   := $(VENV)/.installed
 SUDO    := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 PYTEST_ARGS ?=
 
-.PHONY: setup system-packages demo test lint clean
+.PHONY: setup system-packages demo test chaos lint clean
 
 setup: $(STAMP) system-packages
 
@@ -31,6 +31,11 @@ demo: setup
 
 test: setup
 	$(BIN)/pytest -m "not slow" -q $(PYTEST_ARGS)
+
+# The long chaos run (`make test` runs a bounded one); CHAOS_SECONDS to change it.
+CHAOS_SECONDS ?= 600
+chaos: setup
+	$(BIN)/kitap chaos --duration $(CHAOS_SECONDS)
 
 lint: setup
 	$(BIN)/ruff check .

@@ -9,7 +9,7 @@ from flask import Flask
 from flask_smorest import Api
 
 from edge import web
-from edge.store import EdgeStore
+from edge.store import EdgeStore, set_clock_skew
 
 logger = logging.getLogger(__name__)
 
@@ -45,6 +45,8 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     app.config.from_prefixed_env("KITAP")
     if config:
         app.config.from_mapping(config)
+    if app.config.get("CLOCK_SKEW_SECONDS"):
+        set_clock_skew(float(app.config["CLOCK_SKEW_SECONDS"]))
     store = EdgeStore(app.config["NODE_ID"], app.config["DATABASE"])
     app.extensions["kitap.store"] = store
     if not app.config.get("SECRET_KEY"):

@@ -231,9 +231,20 @@ def open_db(path: str) -> SqliteDatabase:
     return db
 
 
+# The node's wall clock may be wrong; the chaos suite makes one wrong on purpose
+# (KITAP_CLOCK_SKEW_SECONDS) to prove the hybrid clock keeps the cloud right.
+_clock_skew = timedelta(0)
+
+
+def set_clock_skew(seconds: float) -> None:
+    """Shift this node's wall clock (a test and chaos knob; 0 in production)."""
+    global _clock_skew
+    _clock_skew = timedelta(seconds=seconds)
+
+
 def utcnow() -> datetime:
-    """Now, in UTC, aware."""
-    return datetime.now(UTC)
+    """Now, in UTC, aware: the node's wall clock."""
+    return datetime.now(UTC) + _clock_skew
 
 
 def hash_pin(pin: str, salt: str | None = None) -> str:
@@ -262,7 +273,8 @@ class EdgeStore:
         open_db(path)
         self._lock = threading.Lock()
         last = self._meta("hlc")
-        self.clock = HybridClock(clock_ms, Timestamp.decode(last) if last else None)
+        self.clock = HybridClock(clock_ms or (lambda: int(utcnow().timestamp() * 1000)),
+                                 Timestamp.decode(last) if last else None)
 
     # -- meta ---------------------------------------------------------------
 

@@ -65,6 +65,21 @@ def edge(node: str, kind: str, database: str, broker: str, http: str,
     run(app, host, port, shutdown)
 
 
+@main.command()
+@click.option("--duration", type=float, default=600.0, show_default=True,
+              help="Seconds of readers and faults before healing and judging.")
+@click.option("--workdir", default=".chaos", show_default=True)
+@click.option("--seed", type=int, default=1, show_default=True)
+def chaos(duration: float, workdir: str, seed: int) -> None:
+    """Run a network under random faults, heal it, and judge it against an oracle."""
+    from pathlib import Path
+
+    from kitap.chaos import run_chaos
+
+    verdict = run_chaos(duration, Path(workdir).resolve(), seed)
+    raise SystemExit(0 if verdict.ok else 1)
+
+
 def _credentials(path: str | None) -> dict[str, str]:
     """MQTT_USERNAME / MQTT_PASSWORD from a `kitap provision` .env file."""
     if not path:
