@@ -228,6 +228,15 @@ class Consumer:
         ).where(s.Node.id == node).execute()
         if not updated:
             raise RejectedMessage("status from an unknown node")
+        # A node that believes everything was acknowledged while the cloud has
+        # less (restored from a backup, or a lost ack) is asked to send again.
+        cursor = s.NodeCursor.get_or_none(s.NodeCursor.node == node)
+        applied = cursor.applied_seq if cursor else 0
+        if st["online"] and st.get("outbox_depth") == 0 and (st.get("last_seq") or 0) > applied:
+            logger.warning("%s wrote up to seq %s but the cloud has %d: asking for the rest",
+                           node, st["last_seq"], applied)
+            self.client.publish(topics.node_topic(node, "ack"),
+                                encode_ack(node, applied, applied + 1), qos=1)
 
     def _reject(self, channel: str, topic: str, node: str | None, reason: str,
                 payload: bytes) -> None:

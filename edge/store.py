@@ -323,6 +323,26 @@ class EdgeStore:
             self._set_meta("last_acked", str(upto))
             return upto
 
+    def rewind_acked(self, to_seq: int) -> int:
+        """Treat events after ``to_seq`` as unacknowledged again; returns the new mark.
+
+        Only the cloud asks for this (its access list alone may write our ack
+        topic), after losing events it had acknowledged. Events already pruned
+        from the journal cannot be sent again: that is logged as an error.
+        """
+        with self._lock, db.atomic():
+            to_seq = max(0, min(to_seq, self.last_acked()))
+            first = Outbox.select(Outbox.seq).where(Outbox.seq > to_seq).order_by(
+                Outbox.seq).first()
+            if first is not None and first.seq != to_seq + 1:
+                logger.error("the cloud asks again from seq %d, but the journal starts at %d: "
+                             "events %d..%d are gone", to_seq + 1, first.seq, to_seq + 1,
+                             first.seq - 1)
+            Outbox.update(acked=False).where(Outbox.seq > to_seq).execute()
+            self._set_meta("last_acked", str(to_seq))
+        logger.warning("the cloud lost events after seq %d: sending them again", to_seq)
+        return to_seq
+
     def prune_journal(self, older_than: datetime) -> int:
         """Delete acknowledged outbox rows created before ``older_than``."""
         with db.atomic():

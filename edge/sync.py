@@ -164,6 +164,11 @@ class SyncAgent:
         ack = decode_ack(payload)
         if ack["node"] != self.node:
             raise RejectedMessage(f"ack for node {ack['node']!r} on {self.node!r}'s topic")
+        resend = ack.get("resend_from")
+        if resend is not None and resend <= self.store.last_acked():
+            # The cloud has lost events it once acknowledged (restored from a
+            # backup): hand them over again from this node's journal.
+            self.store.rewind_acked(resend - 1)
         acked = self.store.mark_acked(ack["acked"])
         with self._wake:
             self._last_send = time.monotonic() if self._sent_upto > acked else 0.0

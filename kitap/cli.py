@@ -80,6 +80,39 @@ def chaos(duration: float, workdir: str, seed: int) -> None:
     raise SystemExit(0 if verdict.ok else 1)
 
 
+@main.command("backup")
+@click.option("--db", "database_url", required=True, help="The cloud's database URL.")
+@click.argument("out", type=click.Path(dir_okay=False))
+def backup_cmd(database_url: str, out: str) -> None:
+    """Back up the cloud's database while it runs (a consistent snapshot)."""
+    from pathlib import Path
+
+    from cloud.backup import BackupError, backup
+
+    try:
+        backup(database_url, Path(out))
+    except BackupError as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(f"backed up to {out}")
+
+
+@main.command("restore")
+@click.option("--db", "database_url", required=True, help="Where to restore (cloud stopped).")
+@click.option("--force", is_flag=True, help="Replace an existing SQLite database.")
+@click.argument("backup_file", type=click.Path(exists=True, dir_okay=False))
+def restore_cmd(database_url: str, force: bool, backup_file: str) -> None:
+    """Restore a backup; the nodes then send again what the backup lacks."""
+    from pathlib import Path
+
+    from cloud.backup import BackupError, restore
+
+    try:
+        restore(Path(backup_file), database_url, force=force)
+    except BackupError as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(f"restored {backup_file}; start the cloud: nodes will resend what it lacks")
+
+
 def _credentials(path: str | None) -> dict[str, str]:
     """MQTT_USERNAME / MQTT_PASSWORD from a `kitap provision` .env file."""
     if not path:
