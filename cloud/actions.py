@@ -4,14 +4,11 @@ Used by the ``kitap admin`` command now and by the ops console (issue 6).
 """
 from __future__ import annotations
 
-import uuid
-from datetime import timedelta
-
-from cloud import feed
+from cloud import copies, debts, feed, holds, notices, settings
 from cloud import store as s
 
-# Days a reader has to collect a hold once it is ready.
-HOLD_DAYS = 7
+# Days a reader has to collect a hold once it is ready (the default of cloud.hold_days).
+HOLD_DAYS = int(settings.DEFAULTS["cloud.hold_days"])
 
 
 class ActionError(Exception):
@@ -19,69 +16,119 @@ class ActionError(Exception):
 
 
 def block(card: str, reason: str) -> None:
-    """Block a reader everywhere (a debtor, a lost card)."""
-    with s.db.atomic():
-        if not s.Reader.update(blocked_reason=reason).where(s.Reader.card == card).execute():
+    """Block a reader everywhere (a debtor, a lost card); only staff lift it."""
+    now = s.utcnow()
+    with feed.transaction():
+        reader = s.Reader.get_or_none(s.Reader.card == card)
+        if reader is None:
             raise ActionError(f"no reader with card {card}")
+        s.Reader.update(blocked_reason=reason, blocked_by="staff", blocked_at=now).where(
+            s.Reader.card == card).execute()
+        if not reader.blocked_reason:
+            notices.queue(card, "blocked", f"blocked/{card}/{now:%Y%m%dT%H%M%S}",
+                          "Your library card is blocked",
+                          f"Your card is blocked at every library and machine: {reason}.", now)
         feed.reader_changed(card)
 
 
 def unblock(card: str) -> None:
     """Lift a reader's block everywhere."""
-    with s.db.atomic():
-        if not s.Reader.update(blocked_reason=None).where(s.Reader.card == card).execute():
+    with feed.transaction():
+        if not s.Reader.update(blocked_reason=None, blocked_by=None, blocked_at=None).where(
+                s.Reader.card == card).execute():
             raise ActionError(f"no reader with card {card}")
         feed.reader_changed(card)
 
 
 def place_hold(reader: str, title_id: str, pickup_node: str) -> s.Hold:
-    """Reserve a title for a reader at a pickup node; a copy there is set aside at once."""
-    with s.db.atomic():
+    """Reserve a title for a reader at a pickup node; a copy is set aside there or sent."""
+    with feed.transaction():
         if s.Reader.get_or_none(s.Reader.card == reader) is None:
             raise ActionError(f"no reader with card {reader}")
         if s.Title.get_or_none(s.Title.id == title_id) is None:
             raise ActionError(f"no title {title_id}")
         if s.Node.get_or_none(s.Node.id == pickup_node) is None:
             raise ActionError(f"no node {pickup_node}")
-        taken = s.Hold.select(s.Hold.copy).where(s.Hold.status.in_(["waiting", "ready"])
-                                                 & s.Hold.copy.is_null(False))
-        copy = (s.Copy.select().where((s.Copy.title_id == title_id)
-                                      & (s.Copy.location_node == pickup_node)
-                                      & s.Copy.status.in_(["in_slot", "on_shelf"])
-                                      & s.Copy.barcode.not_in(taken))
-                .order_by(s.Copy.barcode).first())
-        now = s.utcnow()
-        hold = s.Hold.create(
-            id=uuid.uuid4().hex, title_id=title_id, reader=reader, pickup_node=pickup_node,
-            copy=copy.barcode if copy else None, status="ready" if copy else "waiting",
-            created_at=now, expires=(now + timedelta(days=HOLD_DAYS)).date() if copy else None)
-        feed.hold_changed(hold)
-        return hold
+        if s.Hold.select().where((s.Hold.reader == reader) & (s.Hold.title_id == title_id)
+                                 & s.Hold.status.in_(holds.ACTIVE)).exists():
+            raise ActionError(f"{reader} already has a hold on {title_id}")
+        return holds.create(reader, title_id, pickup_node)
 
 
 def cancel_hold(hold_id: str) -> None:
-    """Cancel a hold; its copy is free again."""
-    with s.db.atomic():
+    """Cancel a hold; its copy goes to the next reader in line."""
+    with feed.transaction():
         h = s.Hold.get_or_none(s.Hold.id == hold_id)
-        if h is None or h.status not in ("waiting", "ready"):
+        if h is None or h.status not in holds.ACTIVE:
             raise ActionError(f"no open hold {hold_id}")
-        h.status = "cancelled"
-        h.save()
-        feed.hold_changed(h)
+        holds.cancel(h)
 
 
 def set_policy(item_type: str, category: str, loan_days: int, max_items: int,
                renewals: int) -> None:
     """Set a loan policy row ("*" for any item type or category)."""
-    with s.db.atomic():
-        s.Policy.insert(item_type=item_type, category=category, loan_days=loan_days,
-                        max_items=max_items, renewals=renewals).on_conflict_replace().execute()
+    with feed.transaction():
+        s.upsert(s.Policy, [{"item_type": item_type, "category": category,
+                             "loan_days": loan_days, "max_items": max_items,
+                             "renewals": renewals}], [s.Policy.item_type, s.Policy.category])
         p = s.Policy.get((s.Policy.item_type == item_type) & (s.Policy.category == category))
         feed.record("policy", f"{item_type}/{category}", "upsert", feed.policy_data(p))
 
 
 def set_setting(key: str, value: str) -> None:
-    """Set a network-wide setting (e.g. offline_cap_after_hours, offline_cap_loans)."""
+    """Set a setting: ``cloud.*`` stays in the cloud, the rest reaches every node."""
+    with feed.transaction():
+        settings.put(key, value)
+        if not settings.is_cloud_only(key):
+            feed.record("config", key, "upsert", {"key": key, "value": value})
+
+
+def set_fine_policy(item_type: str, per_day: int, cap: int | None = None, grace_days: int = 0,
+                    replacement: int = 0) -> None:
+    """Set the fines for an item type ("*": any); all zero means none are charged."""
+    if min(per_day, grace_days, replacement, cap or 0) < 0:
+        raise ActionError("fines are amounts in tiyn and days: none may be negative")
     with s.db.atomic():
-        s.Setting.insert(key=key, value=value).on_conflict_replace().execute()
-        feed.record("config", key, "upsert", {"key": key, "value": value})
+        s.upsert(s.FinePolicy, [{"item_type": item_type, "per_day": per_day, "cap": cap,
+                                 "grace_days": grace_days, "replacement": replacement}],
+                 [s.FinePolicy.item_type])
+
+
+def set_discount(category: str, kind: str, percent: int) -> None:
+    """Set a reader category's discount on a kind of charge ("*": any), in percent."""
+    if not 0 <= percent <= 100:
+        raise ActionError("a discount is a percentage from 0 to 100")
+    with s.db.atomic():
+        s.upsert(s.Discount, [{"category": category, "kind": kind, "percent": percent}],
+                 [s.Discount.category, s.Discount.kind])
+
+
+def set_collection(collection_id: str, floating: bool, name: str = "") -> None:
+    """Create or change a collection's return policy (floating, or sent home)."""
+    with s.db.atomic():
+        s.upsert(s.Collection, [{"id": collection_id, "name": name, "floating": floating}],
+                 [s.Collection.id])
+
+
+def waive(card: str, amount: int, reason: str) -> None:
+    """Forgive part of a reader's debt (tiyn); a block by threshold lifts if they drop below."""
+    if amount <= 0:
+        raise ActionError("a waiver is a positive amount in tiyn")
+    try:
+        debts.waive(card, amount, reason)
+    except ValueError as exc:
+        raise ActionError(str(exc)) from exc
+
+
+def withdraw(barcode: str, reason: str) -> None:
+    """Take a copy out of the fund (worn out, damaged); a hold on it moves to another copy."""
+    now = s.utcnow()
+    with feed.transaction():
+        c = s.Copy.get_or_none(s.Copy.barcode == barcode)
+        if c is None:
+            raise ActionError(f"no copy {barcode}")
+        if c.status == "on_loan":
+            raise ActionError(f"copy {barcode} is on loan; withdraw it once it is back")
+        touched: set[str] = set()
+        copies.apply_cloud_fact(barcode, "cloud.withdrawn", {"reason": reason}, now, touched)
+        holds.settle_copy(barcode, now, touched)

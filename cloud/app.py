@@ -1,4 +1,4 @@
-"""The cloud's app factory: the store, the HTTP face, and (optionally) the consumer."""
+"""The cloud's app factory: the store, the API, the console and catalogue, and the consumer."""
 from __future__ import annotations
 
 from collections.abc import Mapping
@@ -7,7 +7,7 @@ from typing import Any
 from flask import Flask
 from flask_smorest import Api
 
-from cloud import store, web
+from cloud import console, store, web
 
 DEFAULTS: dict[str, Any] = {
     "DATABASE_URL": store.DEFAULT_URL,
@@ -22,6 +22,15 @@ DEFAULTS: dict[str, Any] = {
     "OPENAPI_VERSION": "3.0.3",
     "OPENAPI_URL_PREFIX": "/api",
     "OPENAPI_JSON_PATH": "openapi.json",
+    # Sessions: the secret is shared by every cloud process through the database
+    # unless one is configured (cloud/console/common.py); cookies only over HTTPS
+    # when KITAP_SESSION_COOKIE_SECURE=true (behind a TLS proxy).
+    "SECRET_KEY": None,
+    "SESSION_COOKIE_SECURE": False,
+    # MARC files uploaded in the console: up to 1 GB (a whole national catalogue
+    # export is a few hundred MB); kept in IMPORT_DIR (None: the system's temp dir).
+    "MAX_CONTENT_LENGTH": 1024 * 1024 * 1024,
+    "IMPORT_DIR": None,
 }
 
 
@@ -41,6 +50,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     api = Api(app)
     api.register_blueprint(web.api)
     app.register_blueprint(web.pages)
+    console.init_app(app)
     if app.config["START_CONSUMER"]:
         from cloud.consumer import Consumer
 

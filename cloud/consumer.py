@@ -22,7 +22,7 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 from peewee import PeeweeException
 from prometheus_client import Counter, Gauge
 
-from cloud import feed
+from cloud import clocks, feed, jobs
 from cloud import store as s
 from cloud.ingest import UnknownNode, ingest
 from protocol import topics
@@ -41,7 +41,8 @@ RECONNECT_MIN, RECONNECT_MAX = 0.5, 5.0
 # How often the change log is checked for news to poke the nodes about: a block
 # decided anywhere reaches every online node well inside a second.
 POKE_INTERVAL = 0.2
-# Nodes asking from before this revision get a snapshot (raised by compaction).
+# Nodes asking from before this revision get a snapshot; compaction raises the
+# floor in the store (feed.floor()), this is only a lower bound for one process.
 FEED_FLOOR = 0
 # What of a rejected payload is kept for inspection.
 KEEP_PAYLOAD_CHARS = 4000
@@ -57,8 +58,12 @@ class Consumer:
     """Subscribes to every node's events and status; applies, acks, records."""
 
     def __init__(self, *, host: str, port: int, shared: bool = False,
-                 username: str | None = None, password: str | None = None) -> None:
+                 username: str | None = None, password: str | None = None,
+                 run_jobs: bool = True) -> None:
         self.host, self.port, self.shared = host, port, shared
+        # Overdue run, hold expiry, notices, compaction (cloud/jobs.py): once per
+        # interval across all cloud processes, whichever claims it.
+        self.scheduler = jobs.Scheduler() if run_jobs else None
         self.connected = False
         self.feed_floor = FEED_FLOOR
         self.rejected = 0
@@ -84,6 +89,8 @@ class Consumer:
         self._worker.start()
         self._poker = threading.Thread(target=self._poke_loop, name="feed-poke", daemon=True)
         self._poker.start()
+        if self.scheduler:
+            self.scheduler.start()
         self.client.connect_async(self.host, self.port, keepalive=KEEPALIVE)
         self.client.loop_start()
 
@@ -94,6 +101,8 @@ class Consumer:
             self._worker.join(timeout=10)
         if self._poker:
             self._poker.join(timeout=5)
+        if self.scheduler:
+            self.scheduler.stop()
         self.client.disconnect()
         self.client.loop_stop()
 
@@ -154,7 +163,8 @@ class Consumer:
             node, channel = parsed
             try:
                 if channel == "status":
-                    self._status(node, msg.payload)
+                    # A retained status replayed on subscribe is old news: no clock reading.
+                    self._status(node, msg.payload, live=not msg.retain)
                 elif channel == "sync":
                     self._sync(node, msg.payload)
                 elif channel == "events":
@@ -193,15 +203,12 @@ class Consumer:
         if s.Node.get_or_none(s.Node.id == node) is None:
             raise RejectedMessage("sync request from an unknown node")
         down = topics.node_topic(node, "down")
-        if req["rev"] == 0 or req["rev"] < self.feed_floor:
-            parts = feed.snapshot(node)
+        kind, parts = feed.answer(node, req["rev"], self.feed_floor)
+        if kind == "snapshot":
             logger.info("%s asked from rev %d: snapshot at rev %d in %d parts", node,
                         req["rev"], parts[0]["rev"], len(parts))
-            for part in parts:
-                self.client.publish(down, encode_down("snapshot", **part), qos=1)
-        else:
-            self.client.publish(down, encode_down("changes", **feed.changes_for(node, req["rev"])),
-                                qos=1)
+        for part in parts:
+            self.client.publish(down, encode_down(kind, **part), qos=1)
 
     def _poke_loop(self) -> None:
         """Tell every node when the change log grows, whoever wrote to it."""
@@ -216,18 +223,21 @@ class Consumer:
             except Exception:
                 logger.exception("feed poke failed; trying again")
 
-    def _status(self, node: str, payload: bytes) -> None:
+    def _status(self, node: str, payload: bytes, live: bool = True) -> None:
         if not payload:
             return  # a cleared retained message
         st = decode_status(payload)
         if st["node"] != node:
             raise RejectedMessage(f"status for {st['node']!r} on {node!r}'s topic")
+        now = s.utcnow()
         updated = s.Node.update(
-            online=st["online"], last_seen=s.utcnow(),
+            online=st["online"], last_seen=now,
             status=json.dumps(json.loads(payload), ensure_ascii=False),
         ).where(s.Node.id == node).execute()
         if not updated:
             raise RejectedMessage("status from an unknown node")
+        if live and st["online"]:
+            clocks.observe_status(node, st.get("ts"), now)
         # A node that believes everything was acknowledged while the cloud has
         # less (restored from a backup, or a lost ack) is asked to send again.
         cursor = s.NodeCursor.get_or_none(s.NodeCursor.node == node)

@@ -3,34 +3,110 @@
 Every write that a node must learn of calls ``record`` in the same transaction,
 so the log and the state never disagree. ``changes_for`` and ``snapshot``
 answer a node's sync request (protocol/feed.py describes the wire).
+
+Revisions must become visible in order: a node that read revision 11 must
+never later miss a 10 that committed after it. SQLite has one writer at a
+time, so that holds. On PostgreSQL several processes write at once, so the
+log is appended under a transaction-scoped advisory lock: a writer takes it
+just before its first change and keeps it until commit. Inside
+``transaction()`` changes are kept aside and written last, so the lock is
+held only for those inserts and the commit, and is always the last lock a
+transaction takes (no deadlock with the row locks of ingest).
 """
 from __future__ import annotations
 
 import json
+import logging
+import threading
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime, timedelta
 from typing import Any
 
 from peewee import fn
 
+from cloud import settings
 from cloud import store as s
 from protocol.feed import CHANGES_PER_MESSAGE, SNAPSHOT_PART
+
+logger = logging.getLogger(__name__)
 
 ALL = "*"
 # Copies a node holds: where a reader may find them or a technician must act.
 HERE = ("in_slot", "on_shelf", "in_bin")
+# The advisory lock that orders appends to the log on PostgreSQL (an arbitrary key).
+FEED_LOCK = 0x6B69_7461_7001
+# Rows deleted per statement when compacting: short statements, no parameter limits.
+COMPACT_CHUNK = 900
+
+_local = threading.local()
+
+
+@contextmanager
+def transaction() -> Iterator[None]:
+    """``db.atomic()`` whose feed changes are appended last, under the feed lock."""
+    if getattr(_local, "pending", None) is not None:
+        with s.db.atomic():  # nested: the outer transaction writes them
+            yield
+        return
+    _local.pending = []
+    try:
+        with s.db.atomic():
+            yield
+            _append(_local.pending)
+    finally:
+        _local.pending = None
 
 
 def record(entity: str, key: str, op: str, data: dict[str, Any] | None = None,
            scope: str = ALL) -> None:
     """Append one change to the log (call inside the transaction that made it)."""
-    s.Change.insert(entity=entity, key=key, scope=scope, op=op,
-                    data=json.dumps(data or {}, ensure_ascii=False, default=str),
-                    at=s.utcnow()).execute()
+    row = {"entity": entity, "key": key, "scope": scope, "op": op,
+           "data": json.dumps(data or {}, ensure_ascii=False, default=str), "at": s.utcnow()}
+    pending = getattr(_local, "pending", None)
+    if pending is not None:
+        pending.append(row)
+    else:
+        _append([row])
+
+
+def _append(rows: list[dict[str, Any]]) -> None:
+    if not rows:
+        return
+    with s.db.atomic():
+        if s.is_postgres():
+            s.db.execute_sql("SELECT pg_advisory_xact_lock(%s)", (FEED_LOCK,))
+        for i in range(0, len(rows), 500):
+            s.Change.insert_many(rows[i:i + 500]).execute()
 
 
 def current_rev() -> int:
     """The newest revision in the log (0 when empty)."""
     return int(s.Change.select(fn.MAX(s.Change.rev)).scalar() or 0)
+
+
+def floor() -> int:
+    """Nodes asking for changes from before this revision need a snapshot."""
+    # Read from the table, not the settings cache: another process may just have
+    # compacted, and a node answered from a compacted log would miss deletions.
+    row = s.Setting.get_or_none(s.Setting.key == "cloud.feed_floor")
+    return int(row.value) if row is not None else 0
+
+
+def needs_snapshot(rev: int, at_least: int = 0) -> bool:
+    """A node at ``rev`` gets a snapshot: it never synced, or the log no longer reaches back."""
+    return rev == 0 or rev < max(at_least, floor())
+
+
+def answer(node: str, rev: int, at_least: int = 0) -> tuple[str, list[dict[str, Any]]]:
+    """What to send a node at ``rev``: ("changes", [fields]) or ("snapshot", [parts])."""
+    if not needs_snapshot(rev, at_least):
+        msg = changes_for(node, rev)
+        # Compaction may have committed while we read: then the rows may lack a deletion.
+        if not needs_snapshot(rev, at_least):
+            return "changes", [msg]
+    return "snapshot", snapshot(node)
 
 
 # -- what a node is told about each entity ---------------------------------------
@@ -107,14 +183,17 @@ def hold_changed(h: s.Hold) -> None:
 
 def changes_for(node: str, from_rev: int) -> dict[str, Any]:
     """The node's changes after ``from_rev``: fields of a "changes" message."""
-    rows = list(s.Change.select().where((s.Change.rev > from_rev)
+    # The top is read first: a change committed while we read must not be
+    # skipped by an answer that claims to reach past it.
+    top = current_rev()
+    rows = list(s.Change.select().where((s.Change.rev > from_rev) & (s.Change.rev <= top)
                                         & s.Change.scope.in_([ALL, node]))
                 .order_by(s.Change.rev).limit(CHANGES_PER_MESSAGE + 1))
     more = len(rows) > CHANGES_PER_MESSAGE
     rows = rows[:CHANGES_PER_MESSAGE]
     # Without more to come, the node is current up to the newest revision even
     # if the last changes were for other nodes.
-    to_rev = rows[-1].rev if more else max(current_rev(), from_rev)
+    to_rev = rows[-1].rev if more else max(top, from_rev)
     return {"from_rev": from_rev, "to_rev": to_rev, "more": more,
             "changes": [_wire(c.rev, c.entity, c.key, c.op, json.loads(c.data)) for c in rows]}
 
@@ -125,7 +204,10 @@ def _wire(rev: int, entity: str, key: str, op: str, data: dict[str, Any]) -> dic
 
 def snapshot(node: str) -> list[dict[str, Any]]:
     """Everything ``node`` must know, as fields of "snapshot" messages, in parts."""
-    with s.db.atomic():  # one consistent read
+    # One consistent read: on PostgreSQL every statement of the transaction sees
+    # the same snapshot (REPEATABLE READ), so the items are exactly those at rev.
+    iso = {"isolation_level": "REPEATABLE READ"} if s.is_postgres() else {}
+    with s.db.atomic(**iso):
         rev = current_rev()
         if rev == 0:
             # Revision 0 means "never synced" to a node: the log starts at 1.
@@ -134,15 +216,15 @@ def snapshot(node: str) -> list[dict[str, Any]]:
             rev = current_rev()
         items: list[dict[str, Any]] = []
         items += [_wire(rev, "config", st.key, "upsert", {"key": st.key, "value": st.value})
-                  for st in s.Setting.select()]
+                  for st in s.Setting.select() if not settings.is_cloud_only(st.key)]
         items += [_wire(rev, "policy", f"{p.item_type}/{p.category}", "upsert", policy_data(p))
                   for p in s.Policy.select()]
         # Counted once for all, not once per row: 500,000 readers must stay seconds.
-        loans = dict(s.Loan.select(s.Loan.reader, fn.COUNT(s.Loan.id))
-                     .where(s.Loan.returned_at.is_null()).group_by(s.Loan.reader).tuples())
-        waiting = dict(s.Hold.select(s.Hold.title_id, fn.COUNT(s.Hold.id))
-                       .where(s.Hold.status.in_(["waiting", "ready"]))
-                       .group_by(s.Hold.title_id).tuples())
+        loans = dict(s.tuples(s.Loan.select(s.Loan.reader, fn.COUNT(s.Loan.id))
+                              .where(s.Loan.returned_at.is_null()).group_by(s.Loan.reader)))
+        waiting = dict(s.tuples(s.Hold.select(s.Hold.title_id, fn.COUNT(s.Hold.id))
+                                .where(s.Hold.status.in_(["waiting", "ready"]))
+                                .group_by(s.Hold.title_id)))
         items += [_wire(rev, "reader", r.card, "upsert", reader_data(r, loans.get(r.card, 0)))
                   for r in s.Reader.select()]
         items += [_wire(rev, "title", t.id, "upsert", title_data(t, waiting.get(t.id, 0)))
@@ -157,3 +239,39 @@ def snapshot(node: str) -> list[dict[str, Any]]:
     parts = max(1, -(-len(items) // SNAPSHOT_PART))
     return [{"snapshot": snap, "rev": rev, "part": i, "parts": parts,
              "changes": items[i * SNAPSHOT_PART:(i + 1) * SNAPSHOT_PART]} for i in range(parts)]
+
+
+# -- compaction -------------------------------------------------------------------
+
+def compact(retention: timedelta | None = None, now: datetime | None = None) -> tuple[int, int]:
+    """Drop superseded changes and old deletions older than ``retention``; (dropped, floor).
+
+    A change is superseded when a later one exists for the same entity, key and
+    scope: a node that skips it still ends in the same state. A deletion
+    (a tombstone) is dropped too once it is old. Nodes asking from before the
+    newest dropped revision get a snapshot: the floor is raised to it.
+    """
+    if retention is None:
+        retention = timedelta(days=settings.get_int("cloud.feed_retention_days"))
+    cutoff = (now or s.utcnow()) - retention
+    # The newest change always stays: SQLite would hand its revision out again.
+    newest = current_rev()
+    latest = (s.Change.select(s.Change.entity, s.Change.key, s.Change.scope,
+                              fn.MAX(s.Change.rev).alias("top"))
+              .group_by(s.Change.entity, s.Change.key, s.Change.scope).alias("latest"))
+    doomed = [r for (r,) in s.tuples(s.Change.select(s.Change.rev).join(
+        latest, on=((s.Change.entity == latest.c.entity) & (s.Change.key == latest.c.key)
+                    & (s.Change.scope == latest.c.scope)))
+        .where((s.Change.at < cutoff) & (s.Change.rev < newest)
+               & ((s.Change.rev < latest.c.top) | (s.Change.op == "delete")))
+        .order_by(s.Change.rev))]
+    new_floor = floor()
+    if doomed:
+        with s.db.atomic():
+            for i in range(0, len(doomed), COMPACT_CHUNK):
+                s.Change.delete().where(
+                    s.Change.rev.in_(doomed[i:i + COMPACT_CHUNK])).execute()
+            new_floor = max(new_floor, doomed[-1])
+            settings.put("cloud.feed_floor", str(new_floor))
+        logger.info("feed compacted: %d changes dropped, floor now %d", len(doomed), new_floor)
+    return len(doomed), new_floor

@@ -9,8 +9,9 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
-from cloud import feed
+from cloud import debts, feed, reconcile
 from cloud import store as s
+from edge import circulation
 from protocol.envelope import Event
 
 EventHandler = Callable[[s.Node, Event, datetime], None]
@@ -30,9 +31,38 @@ def _exception(kind: str, node: s.Node, ev: Event, detail: str, copy: Any = None
                             created_at=s.utcnow())
 
 
+@handles("loan.checkout")
+def loan_checkout(node: s.Node, ev: Event, now: datetime) -> None:
+    """The copy fact made the loan; flag what the node allowed that the cloud would not."""
+    b = ev.body
+    reader = s.Reader.get_or_none(s.Reader.card == b["reader"])
+    if reader is None:
+        borrower = reconcile.Borrower(known=False)
+    else:
+        open_loans = s.Loan.select().where((s.Loan.reader == reader.card)
+                                           & s.Loan.returned_at.is_null()).count()
+        borrower = reconcile.Borrower(True, reader.blocked_reason, reader.blocked_at, open_loans,
+                                      max_items(b["copy"], reader.category))
+    for rep in reconcile.checkout_flags(borrower, node=node.id, copy=b["copy"],
+                                        reader=b["reader"], at=ev.ts):
+        _exception(rep.kind, node, ev, rep.detail, copy=b["copy"])
+
+
+def max_items(copy: str, category: str) -> int:
+    """The loan limit the nodes apply: the cloud's policy rows over the built-in defaults."""
+    table = dict(circulation.DEFAULT_POLICIES)
+    for p in s.Policy.select():
+        table[(p.item_type, p.category)] = circulation.Policy(p.loan_days, p.max_items,
+                                                              p.renewals)
+    title = (s.Title.select(s.Title.item_type).join(s.Copy, on=(s.Copy.title_id == s.Title.id))
+             .where(s.Copy.barcode == copy).first())
+    return circulation.policy_for(table, title.item_type if title else "book",
+                                  category).max_items
+
+
 @handles("fee.paid")
 def fee_paid(node: s.Node, ev: Event, now: datetime) -> None:
-    """Keep the payment; a fee lowers what the reader owes."""
+    """Keep the payment; a fee lowers what the reader owes (a ledger line), maybe a block."""
     b = ev.body
     s.Payment.insert(id=b["payment_id"], reader=b["reader"], node=node.id, amount=b["amount"],
                      kind=b["kind"], description=b["description"],
@@ -43,9 +73,8 @@ def fee_paid(node: s.Node, ev: Event, now: datetime) -> None:
                    f"{node.id} took {b['amount']} tiyn from card {b['reader']}, unknown here")
         return
     if b["kind"] == "fee":
-        s.Reader.update(fees_owed=s.Reader.fees_owed - b["amount"]).where(
-            s.Reader.card == b["reader"]).execute()
-    feed.reader_changed(b["reader"])
+        # Ingest then brings the reader's debts and block up to date and tells the nodes.
+        debts.pay(b["reader"], b["amount"], payment_id=b["payment_id"], node=node.id, now=now)
 
 
 @handles("reader.registered")
@@ -67,9 +96,10 @@ def reader_registered(node: s.Node, ev: Event, now: datetime) -> None:
 
 @handles("loan.renew")
 def loan_renew(node: s.Node, ev: Event, now: datetime) -> None:
-    """A loan's due date moved."""
+    """A loan's due date moved (corrected like a checkout's if the node's clock is wrong)."""
     b = ev.body
-    if not s.Loan.update(due=b["due"]).where(s.Loan.id == b["loan_id"]).execute():
+    if not s.Loan.update(due=b["due"], due_node=b.get("due_node")).where(
+            s.Loan.id == b["loan_id"]).execute():
         _exception("renewal_of_unknown_loan", node, ev,
                    f"{node.id} renewed loan {b['loan_id']} of copy {b['copy']}, "
                    "which the cloud has no record of", copy=b["copy"])

@@ -6,17 +6,21 @@ from typing import Any
 
 from peewee import (
     AutoField,
+    BigIntegerField,
     BooleanField,
     CharField,
     CompositeKey,
     DatabaseProxy,
     DateField,
     DateTimeField,
+    FloatField,
     IntegerField,
     Model,
+    PostgresqlDatabase,
     TextField,
 )
 from playhouse.db_url import connect as url_connect
+from playhouse.migrate import SchemaMigrator, migrate
 
 # As on the edge: an ack goes out only after the commit is on disk, so the
 # cloud's commit must survive a power cut (synchronous=FULL), and ingest
@@ -30,8 +34,38 @@ SQLITE_PRAGMAS = {
     "busy_timeout": 30_000,
 }
 DEFAULT_URL = "sqlite:///kitap-cloud.db"
+# Held while creating tables, so two cloud processes starting on one fresh
+# PostgreSQL database do not race on CREATE TABLE (an arbitrary, fixed key).
+SCHEMA_LOCK = 0x6B69_7461_7000
 
 db: Any = DatabaseProxy()
+
+
+class UTCDateTimeField(DateTimeField):
+    """An instant, always aware and in UTC: timestamptz on PostgreSQL, ISO text on SQLite.
+
+    The text form has a fixed width (microseconds always written), so SQLite
+    compares instants correctly as strings.
+    """
+
+    field_type = "TIMESTAMPTZ"
+
+    def db_value(self, value: Any) -> Any:
+        """Aware UTC for PostgreSQL, fixed-width ISO text for SQLite."""
+        if value is None or not isinstance(value, datetime):
+            return value
+        value = value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+        if is_postgres():
+            return value
+        return value.isoformat(sep=" ", timespec="microseconds")
+
+    def python_value(self, value: Any) -> Any:
+        """An aware datetime in UTC."""
+        if isinstance(value, str):
+            value = datetime.fromisoformat(value)
+        if isinstance(value, datetime):
+            return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+        return value
 
 
 class BaseModel(Model):
@@ -48,8 +82,13 @@ class Node(BaseModel):
     kind = CharField()  # machine | branch
     name = TextField(default="")
     online = BooleanField(default=False)
-    last_seen = DateTimeField(null=True)
+    last_seen = UTCDateTimeField(null=True)
     status = TextField(default="{}")  # the last retained status message, as JSON
+    # The node's wall clock minus the cloud's, as last measured (seconds), and
+    # since when it is flagged as wrong (cloud/clocks.py); None when it agrees.
+    clock_offset_s = FloatField(null=True)
+    clock_flagged_at = UTCDateTimeField(null=True)
+    clock_note = TextField(null=True)
 
 
 class NodeCursor(BaseModel):
@@ -67,9 +106,9 @@ class Event(BaseModel):
     seq = IntegerField()
     type = CharField()
     hlc = CharField()
-    ts = DateTimeField()
+    ts = UTCDateTimeField()  # the node's own clock, as it said (see Loan.due_node)
     body = TextField()
-    applied_at = DateTimeField()
+    applied_at = UTCDateTimeField()
     quarantined = BooleanField(default=False)
     error = TextField(null=True)
 
@@ -83,7 +122,7 @@ class HeldEvent(BaseModel):
     node = CharField()
     seq = IntegerField()
     envelope = TextField()
-    received_at = DateTimeField()
+    received_at = UTCDateTimeField()
 
     class Meta:
         primary_key = CompositeKey("node", "seq")
@@ -101,16 +140,31 @@ class Title(BaseModel):
     item_type = CharField(default="book")
 
 
+class Collection(BaseModel):
+    """A group of copies with one return policy (Copy.collection names it).
+
+    A floating copy stays where it is returned; a fixed one is sent home
+    (in transit). Copies with no collection follow ``cloud.floating_default``.
+    """
+
+    id = CharField(primary_key=True)
+    name = TextField(default="")
+    floating = BooleanField(default=True)
+
+
 class Copy(BaseModel):
-    """Where one copy is: exactly one of in a slot, on a shelf, in a bin, on loan."""
+    """Where one copy is: exactly one place (reconcile.PLACES)."""
 
     barcode = CharField(primary_key=True)
-    title_id = CharField(null=True)
+    title_id = CharField(null=True, index=True)
     home_node = CharField(null=True)
-    status = CharField(index=True)  # in_slot | on_shelf | in_bin | on_loan
+    collection = CharField(null=True)
+    # in_slot | on_shelf | in_bin | on_loan | in_transit | missing | lost | withdrawn
+    status = CharField(index=True)
     location_node = CharField(null=True, index=True)
     slot = IntegerField(null=True)
     loan_id = CharField(null=True)
+    transit_to = CharField(null=True)  # where a copy in transit is going
     # Where the copy was before the first fact any node reported about it: the
     # starting point when its facts must be replayed in hybrid-clock order.
     origin_status = CharField(null=True)
@@ -130,7 +184,7 @@ class CopyFact(BaseModel):
     node_kind = CharField()
     seq = IntegerField()
     type = CharField()
-    at = DateTimeField()
+    at = UTCDateTimeField()
     body = TextField()
 
     class Meta:
@@ -145,8 +199,12 @@ class Reader(BaseModel):
     category = CharField(default="adult")
     pin_hash = CharField(default="")
     blocked_reason = TextField(null=True)
-    fees_owed = IntegerField(default=0)  # tiyn
+    blocked_at = UTCDateTimeField(null=True)
+    blocked_by = CharField(null=True)  # staff | auto (a threshold; lifted by itself)
+    # What the reader owes, in tiyn: always the sum of their LedgerEntry rows.
+    fees_owed = BigIntegerField(default=0)
     registered_at = CharField(null=True)  # the node that issued the card, if a node did
+    contact = TextField(null=True)  # where notices go (e-mail or phone), if known
 
 
 class Hold(BaseModel):
@@ -158,8 +216,9 @@ class Hold(BaseModel):
     pickup_node = CharField(index=True)
     copy = CharField(null=True)          # the copy set aside, once one is
     status = CharField(default="waiting", index=True)  # waiting|ready|picked_up|expired|cancelled
-    created_at = DateTimeField()
-    expires = DateField(null=True)
+    created_at = UTCDateTimeField()
+    ready_at = UTCDateTimeField(null=True)
+    expires = DateField(null=True)  # the last day to collect, once ready
 
 
 class Policy(BaseModel):
@@ -176,7 +235,7 @@ class Policy(BaseModel):
 
 
 class Setting(BaseModel):
-    """Network-wide configuration sent to every node (e.g. the offline cap)."""
+    """Configuration: sent to every node, except keys under ``cloud.`` (cloud/settings.py)."""
 
     key = CharField(primary_key=True)
     value = TextField()
@@ -191,7 +250,7 @@ class Payment(BaseModel):
     amount = IntegerField()
     kind = CharField()
     description = TextField(default="")
-    paid_at = DateTimeField()
+    paid_at = UTCDateTimeField()
 
 
 class Change(BaseModel):
@@ -203,7 +262,11 @@ class Change(BaseModel):
     scope = CharField(index=True)  # "*" or a node id
     op = CharField()               # upsert | delete
     data = TextField()
-    at = DateTimeField()
+    at = UTCDateTimeField()
+
+    class Meta:
+        # Compaction finds the latest change of each (entity, key, scope).
+        indexes = ((("entity", "key", "scope"), False),)
 
 
 class Loan(BaseModel):
@@ -213,11 +276,15 @@ class Loan(BaseModel):
     copy = CharField(index=True)
     reader = CharField(index=True)
     node = CharField(index=True)
-    checked_out_at = DateTimeField()
-    due = DateField()
-    returned_at = DateTimeField(null=True, index=True)
+    checked_out_at = UTCDateTimeField()
+    due = DateField(index=True)
+    due_node = DateField(null=True)  # the due date the node computed, when its clock was wrong
+    returned_at = UTCDateTimeField(null=True, index=True)  # when it was closed, for any reason
     returned_node = CharField(null=True)
-    close_reason = CharField(null=True)  # returned | returned_unseen
+    close_reason = CharField(null=True)  # returned | returned_unseen | lost
+    # True once the loan is closed and its fines are in the ledger (cloud/debts.py);
+    # reset when a late fact rewrites the loan.
+    fine_settled = BooleanField(default=False, index=True)
 
 
 class StaffException(BaseModel):
@@ -229,9 +296,11 @@ class StaffException(BaseModel):
     seq = IntegerField()
     copy = CharField(null=True)
     detail = TextField()
-    created_at = DateTimeField()
-    closed_at = DateTimeField(null=True)
+    created_at = UTCDateTimeField()
+    closed_at = UTCDateTimeField(null=True)
     resolution = TextField(null=True)
+    # Derived from a copy's facts: a replay keeps, adds or closes these (and only these).
+    derived = BooleanField(default=False)
 
 
 class RejectedMessage(BaseModel):
@@ -242,15 +311,181 @@ class RejectedMessage(BaseModel):
     node = CharField(null=True)
     reason = TextField()
     payload = TextField()
-    received_at = DateTimeField()
+    received_at = UTCDateTimeField()
 
 
-TABLES = [Node, NodeCursor, Event, HeldEvent, Title, Copy, CopyFact, Reader, Hold, Policy,
-          Setting, Payment, Loan, StaffException, RejectedMessage, Change]
+class Transfer(BaseModel):
+    """A copy to be carried between nodes: home after a return elsewhere, or to a pickup."""
+
+    id = AutoField()
+    copy = CharField(index=True)
+    from_node = CharField(null=True, index=True)
+    to_node = CharField(index=True)
+    reason = CharField()  # home | hold
+    hold = CharField(null=True)
+    status = CharField(default="open", index=True)  # open | arrived | cancelled
+    created_at = UTCDateTimeField()
+    closed_at = UTCDateTimeField(null=True)
+    note = TextField(default="")
+
+
+class LedgerEntry(BaseModel):
+    """One line of a reader's account, in tiyn: charges positive, payments and waivers negative."""
+
+    id = AutoField()
+    reader = CharField(index=True)
+    kind = CharField()  # opening | fine | replacement | payment | waiver
+    amount = BigIntegerField()
+    loan = CharField(null=True, index=True)
+    node = CharField(null=True)
+    ref = CharField(null=True, unique=True)  # makes a payment count once
+    note = TextField(default="")
+    at = UTCDateTimeField()
+
+
+class FinePolicy(BaseModel):
+    """Fines for one item type ("*" for any); no row means the library charges none."""
+
+    item_type = CharField(primary_key=True)
+    per_day = IntegerField(default=0)        # tiyn per day overdue
+    cap = IntegerField(null=True)            # most a loan's fine can reach; None: no cap
+    grace_days = IntegerField(default=0)     # days overdue that cost nothing
+    replacement = IntegerField(default=0)    # charged when the copy is declared lost
+
+
+class Discount(BaseModel):
+    """A reader category's discount on a kind of charge (cloud/debts.py has the defaults)."""
+
+    category = CharField()
+    kind = CharField()  # membership | service | fine | replacement | "*"
+    percent = IntegerField()
+
+    class Meta:
+        primary_key = CompositeKey("category", "kind")
+
+
+class Notice(BaseModel):
+    """A message to a reader, queued until a sender delivers it (cloud/notices.py)."""
+
+    id = CharField(primary_key=True)  # kind/what/when: the same notice is queued once
+    reader = CharField(index=True)
+    kind = CharField()  # due_soon | overdue | hold_ready | blocked
+    subject = TextField()
+    body = TextField()
+    created_at = UTCDateTimeField()
+    sent_at = UTCDateTimeField(null=True, index=True)
+    claimed_at = UTCDateTimeField(null=True)
+    attempts = IntegerField(default=0)
+    last_error = TextField(null=True)
+
+
+TABLES = [Node, NodeCursor, Event, HeldEvent, Title, Collection, Copy, CopyFact, Reader, Hold,
+          Policy, Setting, Payment, Loan, StaffException, RejectedMessage, Change, Transfer,
+          LedgerEntry, FinePolicy, Discount, Notice]
+
+
+# -- the ops console and the readers' catalogue (cloud/console/, cloud/catalogue.py) ------
+
+class StaffUser(BaseModel):
+    """A console login: administrator, operator, or branch staff of one branch."""
+
+    username = CharField(primary_key=True)
+    name = TextField(default="")
+    password_hash = CharField()  # werkzeug scrypt
+    role = CharField()  # administrator | operator | branch_staff (cloud/accounts.py)
+    branch = CharField(null=True)  # the node a branch_staff account acts for
+    created_at = UTCDateTimeField()
+    last_login_at = UTCDateTimeField(null=True)
+    disabled = BooleanField(default=False)
+
+
+class AuditEntry(BaseModel):
+    """One staff (or reader) action taken through the console or the catalogue."""
+
+    id = AutoField()
+    at = UTCDateTimeField(index=True)
+    actor = CharField(index=True)  # a staff username, "reader:CARD" or "cli"
+    role = CharField(default="")
+    action = CharField(index=True)
+    target = CharField(index=True, default="")  # e.g. "reader:R0001", "exception:17"
+    node = CharField(null=True)
+    detail = TextField(default="")
+    ip = CharField(null=True)
+
+
+class LoginThrottle(BaseModel):
+    """Failed logins per key ("staff:NAME", "reader:CARD"), shared by every cloud process."""
+
+    key = CharField(primary_key=True)
+    failures = IntegerField(default=0)
+    locked_until = UTCDateTimeField(null=True)
+
+
+class PreRegistration(BaseModel):
+    """An online application to join the readers' club, completed when a branch issues a card."""
+
+    id = CharField(primary_key=True)  # a short code the reader brings to the branch
+    name = TextField()
+    contact = TextField(default="")
+    category = CharField(default="adult")
+    birth_year = IntegerField(null=True)
+    branch = CharField(index=True)
+    pin_hash = CharField(default="")
+    lang = CharField(default="kk")
+    created_at = UTCDateTimeField()
+    status = CharField(default="pending", index=True)  # pending | completed | cancelled
+    card = CharField(null=True)
+    completed_by = CharField(null=True)
+    completed_at = UTCDateTimeField(null=True)
+
+
+class TitleSearch(BaseModel):
+    """A title folded for search across case and script (cloud/catalogue_search.py)."""
+
+    title_id = CharField(primary_key=True)
+    skeleton = TextField()
+    isbn = CharField(default="", index=True)
+    source = TextField(default="")  # title|author|isbn as indexed: a change means reindex
+
+
+class LoanExtension(BaseModel):
+    """A due date moved in the cloud: a reader's online renewal or a staff extension."""
+
+    id = AutoField()
+    loan = CharField(index=True)
+    reader = CharField(index=True)
+    kind = CharField()  # renew | extend
+    by = CharField()
+    old_due = DateField()
+    new_due = DateField()
+    at = UTCDateTimeField()
+
+
+class MarcImport(BaseModel):
+    """A MARC 21 import and how far it has got (the console shows its progress)."""
+
+    id = AutoField()
+    filename = TextField()
+    started_by = CharField(default="")
+    status = CharField(default="running")  # running | done | failed
+    started_at = UTCDateTimeField()
+    updated_at = UTCDateTimeField()
+    finished_at = UTCDateTimeField(null=True)
+    total_bytes = BigIntegerField(default=0)
+    done_bytes = BigIntegerField(default=0)
+    records = IntegerField(default=0)
+    created = IntegerField(default=0)
+    updated = IntegerField(default=0)
+    errors = IntegerField(default=0)
+    message = TextField(default="")
+
+
+TABLES += [StaffUser, AuditEntry, LoginThrottle, PreRegistration, TitleSearch, LoanExtension,
+           MarcImport]
 
 
 def connect(url: str = DEFAULT_URL) -> Any:
-    """Bind the store to ``url`` (sqlite:///path or postgresql://...) and create tables."""
+    """Bind the store to ``url`` (sqlite:///path or postgresql://...), create or extend tables."""
     if url.startswith("sqlite"):
         database = url_connect(url, pragmas=SQLITE_PRAGMAS, check_same_thread=False,
                                lock_type="IMMEDIATE")
@@ -258,13 +493,60 @@ def connect(url: str = DEFAULT_URL) -> Any:
         database = url_connect(url)
     db.initialize(database)
     db.connect(reuse_if_open=True)
-    db.create_tables(TABLES)
+    from cloud import settings  # settings reads this store
+
+    settings.clear_cache()
+    with db.atomic():
+        if is_postgres():
+            db.execute_sql("SELECT pg_advisory_xact_lock(%s)", (SCHEMA_LOCK,))
+        db.create_tables(TABLES)
+        _add_missing_columns()
     return database
 
 
+def _add_missing_columns() -> None:
+    """Add the columns a newer build defines to tables an older build created."""
+    migrator = SchemaMigrator.from_database(db.obj)
+    ops = []
+    for model in TABLES:
+        table = model._meta.table_name
+        have = {c.name for c in db.get_columns(table)}
+        for f in model._meta.sorted_fields:
+            if f.column_name not in have and (f.null or f.default is not None):
+                ops.append(migrator.add_column(table, f.column_name, f))
+    if ops:
+        migrate(*ops)
+
+
+def tuples(query: Any) -> list[tuple[Any, ...]]:
+    """A query's rows as plain tuples (typed: peewee's stubs type rows as models)."""
+    return list(query.tuples())
+
+
 def is_postgres() -> bool:
-    """True when bound to PostgreSQL (row locks with FOR UPDATE)."""
-    return type(db.obj).__name__.startswith("Postgres")
+    """True when bound to PostgreSQL (row locks with FOR UPDATE, advisory locks)."""
+    return isinstance(db.obj, PostgresqlDatabase)
+
+
+def upsert(model: Any, rows: list[dict[str, Any]], keys: list[Any]) -> None:
+    """Insert ``rows``, replacing the other columns of rows with the same ``keys``.
+
+    ON CONFLICT ... DO UPDATE: the same statement on SQLite and PostgreSQL.
+    """
+    for i in range(0, len(rows), 500):
+        chunk = rows[i : i + 500]
+        names = {k for row in chunk for k in row}
+        # Compared by name: ``field in keys`` would use peewee's ``==``, which builds an
+        # expression (always truthy), so no column would ever be updated.
+        key_names = {k.name for k in keys}
+        preserve = [f for f in model._meta.sorted_fields
+                    if f.name in names and f.name not in key_names]
+        query = model.insert_many(chunk)
+        if preserve:
+            query = query.on_conflict(conflict_target=keys, preserve=preserve)
+        else:
+            query = query.on_conflict_ignore()
+        query.execute()
 
 
 def utcnow() -> datetime:
@@ -279,5 +561,19 @@ def seed(*, nodes: list[dict[str, Any]], titles: list[dict[str, Any]],
                "origin_slot": c.get("slot"), **c} for c in copies]
     with db.atomic():
         for model, rows in ((Node, nodes), (Title, titles), (Copy, copies), (Reader, readers)):
-            for i in range(0, len(rows), 500):
-                model.insert_many(rows[i : i + 500]).on_conflict_replace().execute()
+            # insert_many takes its columns from the first row: give every row all of them.
+            names = sorted({k for row in rows for k in row})
+            full = [{k: row.get(k, _default(model, k)) for k in names} for row in rows]
+            upsert(model, full, [model._meta.primary_key])
+        # A reader loaded with a debt starts their ledger with it.
+        now = utcnow()
+        for r in readers:
+            if r.get("fees_owed") and not LedgerEntry.select().where(
+                    LedgerEntry.reader == r["card"]).exists():
+                LedgerEntry.create(reader=r["card"], kind="opening", amount=r["fees_owed"],
+                                   note="balance when loaded", at=now)
+
+
+def _default(model: Any, name: str) -> Any:
+    field = model._meta.fields[name]
+    return field.default() if callable(field.default) else field.default

@@ -1,6 +1,7 @@
-"""The cloud's HTTP face for now: a network overview page and a small JSON API.
+"""The cloud's JSON API (summary, a copy's place, open loans), health and metrics.
 
-The full ops console and the readers' catalogue arrive with issue 6.
+The pages people use are the ops console (``/console``, cloud/console/) and the
+readers' catalogue (``/catalogue``, cloud/catalogue.py); ``/`` leads to the catalogue.
 """
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import json
 from typing import Any
 
 from flask import Blueprint as FlaskBlueprint
-from flask import Response, render_template_string
+from flask import Response, redirect, url_for
 from flask.views import MethodView
 from flask_smorest import Blueprint, abort
 from peewee import fn
@@ -96,29 +97,10 @@ class CopyView(MethodView):
         }
 
 
-PAGE = """<!doctype html><html lang="en"><head><meta charset="utf-8">
-<meta http-equiv="refresh" content="3"><title>kitap cloud</title>
-<style>body{font-family:system-ui,sans-serif;margin:2rem}table{border-collapse:collapse}
-td,th{padding:.3rem .8rem;border-bottom:1px solid #ddd;text-align:left}
-.on{color:#070}.off{color:#a00}</style></head><body>
-<h1>kitap — the network</h1>
-<p>{{ s.events_applied }} events applied · {{ s.loans_open }} loans open
-({{ s.loans_total }} in all) · {{ s.exceptions_open }} open exceptions ·
-{{ s.rejected_messages }} rejected messages</p>
-<table><tr><th>Node</th><th>Kind</th><th>Name</th><th>Link</th><th>Applied seq</th>
-<th>Outbox</th><th>Loans open (made here)</th><th>Copies here</th></tr>
-{% for n in s.nodes %}<tr><td>{{ n.id }}</td><td>{{ n.kind }}</td><td>{{ n.name }}</td>
-<td class="{{ 'on' if n.online else 'off' }}">{{ 'online' if n.online else 'offline' }}</td>
-<td>{{ n.applied_seq }}</td><td>{{ n.outbox_depth if n.outbox_depth is not none else '?' }}</td>
-<td>{{ n.loans_open }}</td><td>{{ n.copies_here }}</td></tr>{% endfor %}
-</table><p><a href="/api/openapi.json">OpenAPI</a> · <a href="/metrics">metrics</a></p>
-</body></html>"""
-
-
 @pages.get("/")
-def index() -> str:
-    """The network at a glance (refreshes itself)."""
-    return render_template_string(PAGE, s=summary())
+def index() -> Response:
+    """The public front door: the readers' catalogue (staff go to /console)."""
+    return redirect(url_for("catalogue.search"))  # type: ignore[return-value]
 
 
 @pages.get("/healthz")

@@ -8,7 +8,7 @@ from typing import Any
 from flask import Flask
 from flask_smorest import Api
 
-from edge import web
+from edge import desk, kiosk, sip2, web
 from edge.store import EdgeStore, set_clock_skew
 
 logger = logging.getLogger(__name__)
@@ -30,6 +30,10 @@ DEFAULTS: dict[str, Any] = {
     "OPENAPI_URL_PREFIX": "/api",
     "OPENAPI_JSON_PATH": "openapi.json",
     "JSON_AS_ASCII": False,
+    "SIP2_HOST": "127.0.0.1",     # self-checks' SIP2 server (edge/sip2, docs/sip2.md)
+    "SIP2_PORT": None,            # None: off; 0: any free port (tests)
+    "SIP2_TLS_CERT": None,        # PEM certificate (and key): SIP2 over TLS
+    "SIP2_TLS_KEY": None,
 }
 
 
@@ -54,6 +58,8 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     api = Api(app)
     api.register_blueprint(web.api)
     app.register_blueprint(web.pages)
+    kiosk.init_app(app)
+    desk.init_app(app)
     if app.config["NODE_KIND"] == "machine" and app.config["SERIAL_PORT"]:
         from edge.machine import MachineService
 
@@ -69,11 +75,13 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
                          password=_text(app.config["MQTT_PASSWORD"]))
         sync.start()
         app.extensions["kitap.sync"] = sync
+    sip2.init_app(app)
     return app
 
 
 def shutdown(app: Flask) -> None:
-    """Stop the node's background parts in order: hardware, then the link."""
+    """Stop the node's background parts in order: self-checks, hardware, then the link."""
+    sip2.shutdown(app)
     machine = app.extensions.get("kitap.machine")
     if machine is not None:
         machine.stop()

@@ -11,6 +11,16 @@ are in docs/serial-protocol.md.
 ``dispense`` is waiting for: CARD_PRESENTED, RETURN_ITEM_READ, POWER_UP, ... and
 also ITEM_DISPENSED (for the log), and late outcomes (ITEM_TAKEN, ITEM_RETRACTED
 arriving after ``dispense`` gave up), which the caller must treat as facts.
+``on_link(True)`` follows every handshake and ``on_link(False)`` every loss of an
+online link, in order with the events (same thread), so the caller can settle
+what it could not follow while the controller was away.
+
+Which controller is on the port: ``HELLO_REPLY`` carries the board's serial
+number, and ``check_identity`` may refuse it (the driver then stays offline and
+keeps retrying). A vanished pty's number can be given to another process by the
+kernel; a host configured with that path would otherwise drive whatever opened
+it next. The port is also opened exclusively (``flock``), so two nodes can never
+drive one controller.
 """
 from __future__ import annotations
 
@@ -55,6 +65,8 @@ WRITE_TIMEOUT: Final = 1.0
 # even on a line that reports no error (a cable pulled out of a USB adapter).
 HEARTBEAT_INTERVAL: Final = 5.0
 REPLY_TIMEOUT: Final = 2.0
+# A slot scan of 120 slots is 4 KB: at 115200 baud about 0.4 s on the wire.
+SCAN_TIMEOUT: Final = 5.0
 # Controllers in service talk at 115200 8N1; ignored by ptys and socket:// URLs.
 BAUDRATE: Final = 115200
 # Controller -> host frames live in 0x40..0x7F (see protocol.frames.Cmd).
@@ -86,6 +98,13 @@ class DispenseOutcome:
     reason: str = ""
 
 
+@dataclass(frozen=True)
+class _LinkChange:
+    """Queued with the events: the link came up (after a handshake) or went down."""
+
+    online: bool
+
+
 class _Waiter:
     """A caller waiting for one controller frame."""
 
@@ -101,12 +120,20 @@ class MachineDriver:
     """Talks to one machine controller over a serial port (device path or pyserial URL)."""
 
     def __init__(self, port: str, *, on_event: Callable[[Frame], None],
-                 ack_timeout: float = ACK_TIMEOUT, retries: int = RETRIES) -> None:
+                 on_link: Callable[[bool], None] | None = None,
+                 check_identity: Callable[[dict[str, Any]], str | None] | None = None,
+                 ack_timeout: float = ACK_TIMEOUT, retries: int = RETRIES,
+                 heartbeat_interval: float = HEARTBEAT_INTERVAL,
+                 reconnect_interval: float = RECONNECT_INTERVAL) -> None:
         self.port = port
         self.ack_timeout = ack_timeout
         self.retries = retries
-        self.info: dict[str, Any] = {}  # the last HELLO_REPLY: fw, slots, boot_id
+        self.heartbeat_interval = heartbeat_interval
+        self.reconnect_interval = reconnect_interval
+        self.info: dict[str, Any] = {}  # the last HELLO_REPLY: fw, slots, boot_id, serial
         self._on_event = on_event
+        self._on_link = on_link
+        self._check_identity = check_identity
         self._serial: serial.SerialBase | None = None
         self._write_lock = threading.Lock()
         self._send_lock = threading.Lock()  # stop-and-wait: one exchange at a time
@@ -117,7 +144,7 @@ class MachineDriver:
         self._last_rx_time = 0.0
         self._waiters: list[_Waiter] = []
         self._waiters_lock = threading.Lock()
-        self._events: queue.Queue[Frame | None] = queue.Queue()
+        self._events: queue.Queue[Frame | _LinkChange | None] = queue.Queue()
         self._online = False
         self._broken = True  # no usable connection
         self._rehandshake = False
@@ -126,6 +153,7 @@ class MachineDriver:
         self._threads: list[threading.Thread] = []
         self._last_problem = ""
         self.bad_frames = 0
+        self.handshakes = 0  # successful handshakes so far: a session's number
 
     # -- lifecycle ------------------------------------------------------------
 
@@ -154,6 +182,11 @@ class MachineDriver:
         """True when the handshake is done and the link is up."""
         return self._online and not self._broken
 
+    @property
+    def problem(self) -> str:
+        """Why the controller is not online (the last connection problem), or ""."""
+        return "" if self.online else self._last_problem
+
     def wait_online(self, timeout: float) -> bool:
         """Wait up to ``timeout`` seconds for ``online``; returns it."""
         deadline = time.monotonic() + timeout
@@ -174,20 +207,31 @@ class MachineDriver:
         """Send ``cmd`` and return the ``reply_cmd`` frame that answers it."""
         return self._request(cmd, payload, reply_cmd, timeout, need_online=True)
 
-    def dispense(self, slot: int, *, timeout: float = 60.0) -> DispenseOutcome:
-        """DISPENSE ``slot`` and wait until the book is taken, jams, is missing or goes back."""
+    def dispense(self, slot: int, *, intent: str | None = None, timeout: float = 60.0,
+                 on_accepted: Callable[[], None] | None = None) -> DispenseOutcome:
+        """DISPENSE ``slot`` and wait until the book is taken, jams, is missing or goes back.
+
+        ``intent`` (the host's intent id) goes with the command; the controller
+        echoes it in the outcome and keeps it in its dispense log, so an outcome
+        that is lost can be looked up later (and a DISPENSE sent twice is refused).
+        ``on_accepted`` is called once the controller ACKed the command.
+        """
         if not self.online:
             return DispenseOutcome("offline", slot, reason="controller offline")
         waiter = self._add_waiter(
-            lambda f, d: f.cmd in _DISPENSE_ENDS and d.get("slot") == slot)
+            lambda f, d: f.cmd in _DISPENSE_ENDS and d.get("slot") == slot
+            and (intent is None or d.get("intent") in (None, intent)))
+        payload: dict[str, Any] = {"slot": slot, **({"intent": intent} if intent else {})}
         try:
             try:
-                self.command(Cmd.DISPENSE, {"slot": slot})
+                self.command(Cmd.DISPENSE, payload)
             except LinkDown as exc:
                 # The frame may have arrived and only its ACK been lost.
                 return DispenseOutcome("unknown", slot, reason=str(exc))
             except HardwareError as exc:
                 return DispenseOutcome("error", slot, reason=str(exc))
+            if on_accepted is not None:
+                on_accepted()
             if not waiter.done.wait(timeout):
                 return DispenseOutcome("unknown", slot, reason=f"no outcome within {timeout:g} s")
             if waiter.lost or waiter.frame is None:
@@ -207,13 +251,45 @@ class MachineDriver:
         reason = str(doc.get("reason", ""))
         return DispenseOutcome("empty" if reason == "empty" else "error", slot, reason=reason)
 
-    def accept_return(self, tag: str) -> None:
-        """Let the book in the chute drop into the bin."""
-        self.command(Cmd.ACCEPT_RETURN, {"tag": tag})
+    def accept_return(self, tag: str, intent: str | None = None) -> None:
+        """Let the book in the chute drop into the bin (the controller logs ``intent``)."""
+        self.command(Cmd.ACCEPT_RETURN, {"tag": tag, **({"intent": intent} if intent else {})})
 
     def reject_return(self, tag: str, reason: str) -> None:
-        """Push the book in the chute back out to the reader."""
+        """Push the book in the chute back out to the reader (``reason`` on its display)."""
         self.command(Cmd.REJECT_RETURN, {"tag": tag, "reason": reason})
+
+    def status(self, *, logs: bool = False) -> dict[str, Any]:
+        """The controller's STATUS_REPLY: bin, doors, chute, delivery (with ``logs``: the
+        recent dispenses and chute decisions with their intents and outcomes)."""
+        return self.request(Cmd.STATUS, {"logs": True} if logs else None,
+                            Cmd.STATUS_REPLY).json()
+
+    def slot_scan(self) -> dict[int, str | None]:
+        """What the slot sensors read now: {slot: tag or None}."""
+        doc = self.request(Cmd.SLOT_SCAN, None, Cmd.SLOT_SCAN_RESULT, SCAN_TIMEOUT).json()
+        slots: dict[int, str | None] = {}
+        for key, tag in doc["slots"].items():
+            if not str(key).isdigit() or not (tag is None or isinstance(tag, str)):
+                raise HardwareError(f"SLOT_SCAN_RESULT: bad entry {key!r}: {tag!r}")
+            slots[int(key)] = tag or None
+        return slots
+
+    def display(self, text: str) -> None:
+        """Show ``text`` on the machine's small display."""
+        self.command(Cmd.DISPLAY, {"text": text})
+
+    def set_chute(self, open_: bool) -> None:
+        """Open the return chute (NAK while the bin is full) or close it."""
+        self.command(Cmd.CHUTE_OPEN if open_ else Cmd.CHUTE_CLOSE)
+
+    def unlock_service_door(self, seconds: int | None = None) -> None:
+        """Let a technician open the service door within ``seconds``."""
+        self.command(Cmd.SERVICE_UNLOCK, {"seconds": seconds} if seconds else None)
+
+    def lock_service_door(self) -> None:
+        """Lock the (closed) service door again."""
+        self.command(Cmd.SERVICE_LOCK)
 
     # -- sending --------------------------------------------------------------
 
@@ -358,6 +434,7 @@ class MachineDriver:
         if self._online and doc["boot_id"] != self.info.get("boot_id"):
             logger.warning("controller rebooted (boot %s): handshaking again", doc["boot_id"])
             self._online = False
+            self._events.put(_LinkChange(False))
             self._rehandshake = True
             self._wake.set()
 
@@ -374,13 +451,19 @@ class MachineDriver:
 
     def _dispatch(self) -> None:
         while True:
-            frame = self._events.get()
-            if frame is None:
+            item = self._events.get()
+            if item is None:
                 return
             try:
-                self._on_event(frame)
+                if isinstance(item, _LinkChange):
+                    if self._on_link is not None:
+                        self._on_link(item.online)
+                else:
+                    self._on_event(item)
             except Exception:
-                logger.exception("on_event failed for %s", describe(frame))
+                what = f"link {'up' if getattr(item, 'online', False) else 'down'}" \
+                    if isinstance(item, _LinkChange) else describe(item)
+                logger.exception("handler failed for %s", what)
 
     # -- connection -----------------------------------------------------------
 
@@ -388,6 +471,10 @@ class MachineDriver:
         was = self.online
         self._broken = True
         self._online = False
+        if was:
+            self._events.put(_LinkChange(False))
+            if not quiet:
+                self._last_problem = reason
         with self._acks:
             self._acks.notify_all()
         with self._waiters_lock:
@@ -408,10 +495,10 @@ class MachineDriver:
         while not self._stopping.is_set():
             try:
                 ser = serial.serial_for_url(self.port, baudrate=BAUDRATE, timeout=READ_TIMEOUT,
-                                            write_timeout=WRITE_TIMEOUT)
+                                            write_timeout=WRITE_TIMEOUT, exclusive=True)
             except (serial.SerialException, OSError, ValueError) as exc:
                 self._problem(f"cannot open: {exc}")
-                self._stopping.wait(RECONNECT_INTERVAL)
+                self._stopping.wait(self.reconnect_interval)
                 continue
             self._serial = ser
             self._broken = False
@@ -433,22 +520,30 @@ class MachineDriver:
                         ser.close()
                     except (serial.SerialException, OSError) as exc:
                         logger.debug("closing %s: %s", self.port, exc)
-            self._stopping.wait(RECONNECT_INTERVAL)
+            self._stopping.wait(self.reconnect_interval)
 
     def _handshake(self) -> None:
         self._online = False
         self._last_rx_seq = None  # HELLO opens a session on both sides
         reply = self._request(Cmd.HELLO, {"proto": PROTO_VERSION}, Cmd.HELLO_REPLY,
                               HANDSHAKE_TIMEOUT, need_online=False)
-        info = reply.json()
+        try:
+            info = check_payload(reply)
+        except ValueError as exc:  # the reader NAKs bad frames; this is a second guard
+            raise HardwareError(f"bad HELLO_REPLY: {exc}") from exc
         if info.get("proto") != PROTO_VERSION:
             raise HardwareError(f"controller speaks protocol {info.get('proto')}, "
                                 f"not {PROTO_VERSION}")
+        refusal = self._check_identity(info) if self._check_identity else None
+        if refusal:
+            raise HardwareError(refusal)
         self.info = info
+        self.handshakes += 1
         self._online = True
         self._last_problem = ""
-        logger.info("controller online on %s: %s, %s slots, boot %s", self.port,
-                    info.get("fw"), info.get("slots"), info.get("boot_id"))
+        logger.info("controller %s online on %s: %s, %s slots, boot %s", info["serial"],
+                    self.port, info["fw"], info["slots"], info["boot_id"])
+        self._events.put(_LinkChange(True))
 
     def _watch(self) -> None:
         """While connected: re-handshake when asked, heartbeat a silent line."""
@@ -460,9 +555,16 @@ class MachineDriver:
             if self._rehandshake:
                 self._rehandshake = False
                 self._handshake()
-            elif time.monotonic() - self._last_rx_time >= HEARTBEAT_INTERVAL:
-                self._request(Cmd.STATUS, None, Cmd.STATUS_REPLY, REPLY_TIMEOUT,
-                              need_online=True)
+            elif time.monotonic() - self._last_rx_time >= self.heartbeat_interval:
+                reply = self._request(Cmd.STATUS, None, Cmd.STATUS_REPLY, REPLY_TIMEOUT,
+                                      need_online=True).json()
+                if reply.get("boot_id") != self.info.get("boot_id"):
+                    # Its POWER_UP was lost (line noise, or we were away): same remedy.
+                    logger.warning("controller rebooted (boot %s, heartbeat): handshaking "
+                                   "again", reply.get("boot_id"))
+                    self._online = False
+                    self._events.put(_LinkChange(False))
+                    self._handshake()
 
 
 def _nak_reason(frame: Frame) -> str:

@@ -14,6 +14,8 @@ import logging
 import secrets
 import threading
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
@@ -271,7 +273,9 @@ class EdgeStore:
         self.node_id = node_id
         self.path = path
         open_db(path)
-        self._lock = threading.Lock()
+        # Reentrant: the machine settles an intent and writes the loan (checkout)
+        # in one transaction of its own (edge/machine_records.py).
+        self._lock = threading.RLock()
         last = self._meta("hlc")
         self.clock = HybridClock(clock_ms or (lambda: int(utcnow().timestamp() * 1000)),
                                  Timestamp.decode(last) if last else None)
@@ -299,6 +303,16 @@ class EdgeStore:
         self._set_meta("last_seq", str(seq))
         self._set_meta("hlc", hlc)
         return seq
+
+    @contextmanager
+    def writing(self) -> Iterator[None]:
+        """The store's lock and one transaction: a state change and its events commit together."""
+        with self._lock, db.atomic():
+            yield
+
+    def emit(self, type_: str, body: dict[str, Any], now: datetime | None = None) -> int:
+        """Append an event to the outbox inside ``writing()``; returns its seq."""
+        return self._append_event(type_, body, now or utcnow())
 
     def pending(self, after_seq: int, limit: int) -> list[tuple[int, dict[str, Any]]]:
         """Unacknowledged events with seq > ``after_seq``, oldest first."""

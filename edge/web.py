@@ -10,7 +10,7 @@ from flask_smorest import Blueprint, abort
 from marshmallow import Schema, fields, validate
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Gauge, generate_latest
 
-from edge import auth
+from edge import auth, kiosk
 from edge.auth import require_staff
 from edge.store import CirculationRefused, EdgeStore, Hold
 
@@ -108,6 +108,9 @@ class CheckoutView(MethodView):
         machine = current_app.extensions.get("kitap.machine")
         try:
             if machine is not None:
+                if not (kiosk.pin_verified(args["reader"]) or auth.current_staff() == "api-token"):
+                    abort(403, message="Enter the card's PIN on the machine's screen first "
+                          "(or use the node's API token).", errors={"refusal": "pin_required"})
                 result = machine.checkout(args["reader"], args["copy"])
             else:
                 _staff_only()

@@ -53,14 +53,52 @@ class ControlClient:
         """Take the book from the delivery door; returns its tag."""
         return str(self.call("take_item")["tag"])
 
+    def enter_pin(self, pin: str) -> None:
+        """Type a PIN on the pad and press OK."""
+        self.call("enter_pin", pin=pin)
+
+    def open_door(self, *, key: bool = False) -> None:
+        """Open the service door (unlocked by the node, or with the mechanical ``key``)."""
+        self.call("open_door", key=key)
+
+    def close_door(self) -> None:
+        """Close the service door (it locks by itself)."""
+        self.call("close_door")
+
     def load(self, slot: int, tag: str) -> None:
-        """Put a book into an empty slot (technician)."""
+        """Put a book into an empty slot (technician; the door must be open)."""
         self.call("load", slot=slot, tag=tag)
 
+    def remove(self, slot: int) -> str:
+        """Take the book out of a slot (technician; the door must be open); returns its tag."""
+        return str(self.call("remove", slot=slot)["tag"])
+
+    def empty_bin(self) -> list[str]:
+        """Empty the return bin (technician; the door must be open); returns the books."""
+        return list(self.call("empty_bin")["books"])
+
+    def restock(self, loads: dict[int, str]) -> None:
+        """Open the door with the key, load ``{slot: tag}``, close the door (test setup)."""
+        self.open_door(key=True)
+        for slot, tag in loads.items():
+            self.load(slot, tag)
+        self.close_door()
+
     def state(self) -> dict[str, Any]:
-        """Slots, bin, delivery door, display, link and pending events."""
+        """Slots, bin, doors, chute, display, link, logs and pending events."""
         return {k: v for k, v in self.call("state").items() if k != "ok"}
 
-    def fault(self, kind: str) -> None:
-        """Arm a fault for the next operation ("jam": the next dispense jams)."""
-        self.call("fault", kind=kind)
+    def fault(self, kind: str, slot: int | None = None) -> None:
+        """Arm or cause a fault: jam, no_take, misread, vanish (slot), bin_full."""
+        if slot is None:
+            self.call("fault", kind=kind)
+        else:
+            self.call("fault", kind=kind, slot=slot)
+
+    def reboot(self) -> None:
+        """Reboot the controller: new boot id, POWER_UP, RAM lost, the state file kept."""
+        self.call("reboot")
+
+    def line(self, **settings: Any) -> None:
+        """Change the line: ``noise``, ``drop``, ``dup`` (rates), ``connected`` (cable)."""
+        self.call("line", **settings)

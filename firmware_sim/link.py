@@ -58,9 +58,11 @@ class Link:
 
     def __init__(self, handler: Handler, *, ack_timeout: float = ACK_TIMEOUT,
                  retries: int = RETRIES,
-                 on_drop: Callable[[Outgoing], None] | None = None) -> None:
+                 on_drop: Callable[[Outgoing], None] | None = None,
+                 on_transmit: Callable[[Outgoing], None] | None = None) -> None:
         self._handler = handler
         self._on_drop = on_drop
+        self._on_transmit = on_transmit
         self.ack_timeout = ack_timeout
         self.retries = retries
         self._decoder = Decoder()
@@ -130,6 +132,8 @@ class Link:
         head.sent_at = now
         head.tries += 1
         self._emit(head.seq, head.cmd, head.payload)
+        if self._on_transmit is not None:
+            self._on_transmit(head)
 
     # -- timers ---------------------------------------------------------------
 

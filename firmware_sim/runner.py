@@ -1,8 +1,14 @@
 """Runs a Controller on a serial line (a new pty, or any pyserial URL) with a control socket.
 
-The line is served by one loop (read, feed, tick, write). The control socket
-(a Unix socket, one JSON object per line each way) lets a demo, a test or a
-person act as the reader or the technician; see ``firmware_sim.control``.
+The line is served by one loop (read, feed, tick, write), through a
+``NoisyLine`` that flips, drops and doubles bytes when told to. The control
+socket (a Unix socket, one JSON object per line each way) lets a demo, a test
+or a person act as the reader or the technician; see ``firmware_sim.control``.
+
+A pty's path (``/dev/pts/N``) changes every time the simulator starts. With
+``link`` the runner also keeps a symlink pointing at the current pty (replaced
+atomically), the way udev keeps ``/dev/serial/by-id/...`` for a USB adapter:
+a host configured with the symlink finds the controller again after a restart.
 """
 from __future__ import annotations
 
@@ -16,12 +22,14 @@ import stat
 import threading
 import time
 import tty
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Final, Protocol
+from typing import Any, Final
 
 import serial
 
 from firmware_sim.controller import RETURN_TIMEOUT, Controller, ControllerError
+from firmware_sim.faults import HANG_STEPS, FaultConfig, Hang, NoisyLine, Port
 
 logger = logging.getLogger(__name__)
 
@@ -35,24 +43,6 @@ WRITE_TIMEOUT: Final = 1.0
 # One request line; a longer one is a mistake, not a request.
 MAX_REQUEST: Final = 64 * 1024
 READ_CHUNK: Final = 4096
-
-
-class Port(Protocol):
-    """What the loop needs from a line."""
-
-    name: str
-
-    def read(self, timeout: float) -> bytes:
-        """Bytes from the host, b"" after ``timeout``; OSError if the line failed."""
-        ...
-
-    def write(self, data: bytes) -> None:
-        """Send bytes; OSError if the line failed."""
-        ...
-
-    def close(self) -> None:
-        """Close the line."""
-        ...
 
 
 class PtyPort:
@@ -150,19 +140,24 @@ def _field(req: dict[str, Any], name: str, kind: type) -> Any:
 class Runner:
     """The controller, its line and its control socket."""
 
-    def __init__(self, controller: Controller, control_path: str, port_url: str | None = None
-                 ) -> None:
-        self.controller = controller
+    def __init__(self, factory: Callable[[], Controller], control_path: str,
+                 port_url: str | None = None, *, faults: FaultConfig | None = None,
+                 link: str | None = None) -> None:
+        self._factory = factory
+        self.controller = factory()
         self.control_path = control_path
         self.port_url = port_url
-        self._port: Port | None = None
+        self.link = link
+        self.faults = faults or FaultConfig()
+        self._port: NoisyLine | None = None
         self._cond = threading.Condition()  # guards the controller and the port
+        self._stop = threading.Event()
         self._server: _ControlServer | None = None
         self._server_thread: threading.Thread | None = None
 
     def open(self) -> str:
         """Open the line and the control socket; returns the line to announce on stdout."""
-        self._port = UrlPort(self.port_url) if self.port_url else PtyPort()
+        self._port = NoisyLine(self._open_port(), self.faults)
         path = Path(self.control_path)
         if path.exists() and stat.S_ISSOCK(path.stat().st_mode):
             path.unlink()  # left by a killed run
@@ -174,8 +169,22 @@ class Runner:
         logger.info("line %s, control socket %s", self._port.name, self.control_path)
         return f"PORT {self._port.name}" if self.port_url else f"PTY {self._port.name}"
 
+    def _open_port(self) -> Port:
+        if self.port_url:
+            return UrlPort(self.port_url)
+        port = PtyPort()
+        if self.link:
+            tmp = f"{self.link}.{os.getpid()}.tmp"
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+            os.symlink(port.name, tmp)
+            os.replace(tmp, self.link)
+            logger.info("%s -> %s", self.link, port.name)
+        return port
+
     def run(self, stop: threading.Event) -> None:
         """Serve the line until ``stop`` is set."""
+        self._stop = stop
         while not stop.is_set():
             port = self._port
             if port is None:
@@ -188,14 +197,17 @@ class Runner:
                 continue
             with self._cond:
                 now = time.monotonic()
-                if data:
-                    self.controller.receive(data, now)
-                self.controller.tick(now)
+                try:
+                    if data:
+                        self.controller.receive(data, now)
+                    self.controller.tick(now)
+                except Hang as hang:
+                    self._hang(hang.step)
                 self._flush()
                 self._cond.notify_all()
 
     def close(self) -> None:
-        """Stop the control socket and close the line."""
+        """Stop the control socket, close the line, remove the symlink if it is ours."""
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()
@@ -203,6 +215,10 @@ class Runner:
                 os.unlink(self.control_path)
         with self._cond:
             if self._port is not None:
+                if self.link and not self.port_url:
+                    with contextlib.suppress(OSError):
+                        if os.readlink(self.link) == self._port.name:
+                            os.unlink(self.link)
                 self._port.close()
                 self._port = None
 
@@ -211,14 +227,26 @@ class Runner:
     def _flush(self) -> None:
         data = self.controller.data_to_send()
         port = self._port
-        if not data or port is None:
-            return
-        try:
-            port.write(data)
-        except OSError as exc:
-            self._lost(port, exc)
+        if data and port is not None:
+            try:
+                port.write(data)
+            except OSError as exc:
+                self._lost(port, exc)
+        if self.controller.hung_on_wire:
+            self._hang(self.controller.hung_on_wire)
 
-    def _lost(self, port: Port, exc: Exception) -> None:
+    def _hang(self, step: str) -> None:
+        """Stop dead at ``step`` (the lock held: nothing moves) until killed or stopped."""
+        data = self.controller.data_to_send()
+        if data and self._port is not None:
+            with contextlib.suppress(OSError):
+                self._port.write(data)
+        logger.warning("HANG at %s: %s", step, HANG_STEPS.get(step, ""))
+        while not self._stop.wait(0.1):
+            pass
+        raise ControllerError(f"stopped while hung at {step}")
+
+    def _lost(self, port: NoisyLine, exc: Exception) -> None:
         logger.error("line %s failed: %s", port.name, exc)
         with contextlib.suppress(OSError):
             port.close()
@@ -231,7 +259,7 @@ class Runner:
                 stop.set()
             return
         try:
-            port = UrlPort(self.port_url)
+            port = NoisyLine(UrlPort(self.port_url), self.faults)
         except OSError as exc:
             logger.debug("reopening %s: %s", self.port_url, exc)
             return
@@ -244,30 +272,64 @@ class Runner:
     def op(self, req: dict[str, Any]) -> dict[str, Any]:
         """Carry out one control request; always answers a dict with "ok"."""
         name = req.get("op")
-        ctl = self.controller
         try:
             if name == "insert_return":
                 return self._insert_return(_field(req, "tag", str),
                                            float(req.get("timeout", RETURN_TIMEOUT)))
             with self._cond:
-                now = time.monotonic()
                 reply: dict[str, Any] = {"ok": True}
-                if name == "present_card":
-                    ctl.present_card(_field(req, "card", str), now)
-                elif name == "take_item":
-                    reply["tag"] = ctl.take_item(now)
-                elif name == "load":
-                    ctl.load(_field(req, "slot", int), _field(req, "tag", str))
-                elif name == "state":
-                    reply.update(ctl.snapshot())
-                elif name == "fault":
-                    ctl.arm_fault(_field(req, "kind", str))
-                else:
-                    raise ControllerError(f"unknown op {name!r}")
+                try:
+                    reply.update(self._op(str(name), req, time.monotonic()) or {})
+                except Hang as hang:
+                    self._hang(hang.step)
                 self._flush()
+                self._cond.notify_all()
                 return reply
         except (ControllerError, ValueError, TypeError) as exc:
             return {"ok": False, "error": str(exc)}
+
+    def _op(self, name: str, req: dict[str, Any], now: float) -> dict[str, Any] | None:
+        ctl = self.controller
+        if name == "present_card":
+            ctl.present_card(_field(req, "card", str), now)
+        elif name == "enter_pin":
+            ctl.enter_pin(_field(req, "pin", str), now)
+        elif name == "take_item":
+            return {"tag": ctl.take_item(now)}
+        elif name == "open_door":
+            ctl.open_door(now, key=bool(req.get("key", False)))
+        elif name == "close_door":
+            ctl.close_door(now)
+        elif name == "load":
+            ctl.load(_field(req, "slot", int), _field(req, "tag", str))
+        elif name == "remove":
+            return {"tag": ctl.remove(_field(req, "slot", int))}
+        elif name == "empty_bin":
+            return {"books": ctl.empty_bin()}
+        elif name == "fault":
+            slot = req.get("slot")
+            ctl.arm_fault(_field(req, "kind", str), now,
+                          _field(req, "slot", int) if slot is not None else None)
+        elif name == "reboot":
+            self._reboot()
+        elif name == "line":
+            if self._port is None:
+                raise ControllerError("the line is not open")
+            self._port.set(**{k: req[k] for k in ("noise", "drop", "dup", "connected")
+                              if k in req})
+        elif name == "state":
+            snap = ctl.snapshot()
+            if self._port is not None:
+                snap["line"] = {"connected": self._port.connected, **self._port.counts}
+            return snap
+        else:
+            raise ControllerError(f"unknown op {name!r}")
+        return None
+
+    def _reboot(self) -> None:
+        """The controller restarts: RAM is lost (queued events, the chute), the file is kept."""
+        logger.warning("controller reboot")
+        self.controller = self._factory()
 
     def _insert_return(self, tag: str, timeout: float) -> dict[str, Any]:
         if not 0 < timeout <= 600:
@@ -276,8 +338,10 @@ class Runner:
             rid = self.controller.insert_return(tag, time.monotonic(), timeout)
             self._flush()
             # The controller's own chute timer ends the wait; the margin covers the tick.
-            self._cond.wait_for(lambda: rid in self.controller.returns, timeout + 1.0)
-            result = self.controller.returns.get(rid)
+            ctl = self.controller
+            self._cond.wait_for(lambda: rid in ctl.returns or ctl is not self.controller,
+                                timeout + 1.0)
+            result = ctl.returns.get(rid)
         if result is None:
-            return {"ok": False, "error": "no outcome (controller loop not running?)"}
+            return {"ok": False, "error": "no outcome (controller rebooted or loop not running?)"}
         return {"ok": True, **result}

@@ -6,6 +6,7 @@ from typing import Any
 import click
 
 from firmware_sim.cli import command as firmware_sim_command
+from kitap import admin_cloud
 from kitap.serve import run, setup_logging, split_hostport
 
 
@@ -48,19 +49,33 @@ def cloud(database_url: str, broker: str, http: str, shared: bool, credentials: 
               help="The machine controller: a device path (e.g. a pty) or a pyserial URL.")
 @click.option("--credentials", type=click.Path(exists=True, dir_okay=False), default=None,
               help="This node's .env file written by `kitap provision`.")
+@click.option("--sip2", "sip2", default=None, metavar="HOST:PORT",
+              help="Serve SIP2 to self-check kiosks here (docs/sip2.md); port 6001 if omitted.")
+@click.option("--sip2-tls-cert", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="PEM certificate: SIP2 over TLS.")
+@click.option("--sip2-tls-key", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="PEM private key of --sip2-tls-cert (if not in the same file).")
 @click.option("-v", "--verbose", is_flag=True)
 def edge(node: str, kind: str, database: str, broker: str, http: str,
-         serial_port: str | None, credentials: str | None, verbose: bool) -> None:
+         serial_port: str | None, credentials: str | None, sip2: str | None,
+         sip2_tls_cert: str | None, sip2_tls_key: str | None, verbose: bool) -> None:
     """Run one edge node (a vending machine or a branch)."""
     from edge.app import create_app, shutdown
 
     setup_logging(verbose)
     if kind == "machine" and not serial_port:
         raise click.UsageError("a machine needs --serial (its controller's port)")
+    if (sip2_tls_cert or sip2_tls_key) and not sip2:
+        raise click.UsageError("--sip2-tls-cert/--sip2-tls-key need --sip2 HOST:PORT")
     mhost, mport = split_hostport(broker, 1883)
+    sip2_config: dict[str, Any] = {}
+    if sip2:
+        shost, sport = split_hostport(sip2, 6001)
+        sip2_config = {"SIP2_HOST": shost, "SIP2_PORT": sport, "SIP2_TLS_CERT": sip2_tls_cert,
+                       "SIP2_TLS_KEY": sip2_tls_key}
     app = create_app({"NODE_ID": node, "NODE_KIND": kind, "DATABASE": database,
                       "MQTT_HOST": mhost, "MQTT_PORT": mport, "SERIAL_PORT": serial_port,
-                      **_credentials(credentials)})
+                      **_credentials(credentials), **sip2_config})
     host, port = split_hostport(http, 8101)
     run(app, host, port, shutdown)
 
@@ -241,6 +256,54 @@ def policy(item_type: str, category: str, loan_days: int, max_items: int,
                f"{renewals} renewals")
 
 
+@admin.command("staff-add")
+@click.argument("username")
+@click.option("--role", type=click.Choice(["administrator", "operator", "branch_staff"]),
+              required=True)
+@click.option("--branch", default=None, help="The branch node a branch_staff login acts for.")
+@click.option("--name", default="", help="The person's full name, as the console shows it.")
+@click.password_option(envvar="KITAP_STAFF_PASSWORD",
+                       help="Asked for when not given (at least 10 characters).")
+def staff_add_cloud(username: str, role: str, branch: str | None, name: str,
+                    password: str) -> None:
+    """Create an ops console login (or reset its password, role and branch)."""
+    from cloud import accounts, audit
+    from cloud import store as cs
+
+    try:
+        with cs.db.atomic():
+            user = accounts.add_staff(username, password, role, branch, name)
+            audit.record("cli", "staff.save", f"staff:{username}", f"role {role}",
+                         node=user.branch)
+    except accounts.AccountError as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(f"console login {username} ({role}{', ' + branch if branch else ''}) saved")
+
+
+@admin.command("marc-import")
+@click.argument("path", type=click.Path(exists=True, dir_okay=False))
+def marc_import(path: str) -> None:
+    """Import a MARC 21 file (ISO 2709 or MARCXML) into the catalogue."""
+    from pathlib import Path
+
+    from cloud import marc
+
+    file = Path(path)
+    with click.progressbar(length=file.stat().st_size, label=f"importing {file.name}",
+                           show_pos=False, show_percent=True) as bar:
+        seen = [0]
+
+        def progress(done: int, total: int, records: int) -> None:
+            bar.update(done - seen[0])
+            seen[0] = done
+
+        result = marc.import_file(file, progress)
+    click.echo(f"{result.records} records: {result.created} new titles, {result.updated} "
+               f"updated, {result.errors} skipped")
+    for line in result.messages:
+        click.echo(f"  {line}")
+
+
 @main.group()
 @click.option("--db", "database", required=True, help="The edge node's SQLite file.")
 @click.pass_context
@@ -267,4 +330,101 @@ def staff_add(username: str, role: str, password: str) -> None:
     click.echo(f"staff {username} ({role}) saved")
 
 
+@main.group("sip2-account")
+@click.option("--db", "database", required=True, help="The edge node's SQLite file.")
+@click.pass_context
+def sip2_account(ctx: click.Context, database: str) -> None:
+    """Self-check kiosks allowed to speak SIP2 to an edge node, and the cards they blocked."""
+    from edge import store
+    from edge.sip2 import accounts
+
+    store.open_db(database)
+    accounts.init_tables()
+    ctx.call_on_close(store.db.close)
+
+
+@sip2_account.command("add")
+@click.argument("name")
+@click.option("--institution", required=True, help="The institution id (AO) kiosks send.")
+@click.option("--location", default="", help="Where the kiosk stands (AN, CT).")
+@click.option("--library-name", default="", help="AM in the status message.")
+@click.option("--allow", default=None, metavar="CODES",
+              help="Messages it may send, e.g. 23,63,11,09,17 (default: every supported one).")
+@click.option("--alerts/--no-alerts", default=True, show_default=True,
+              help="Check-in alerts for sorters (hold, transfer).")
+@click.option("--charset", type=click.Choice(["utf-8", "cp850"]), default="utf-8",
+              show_default=True)
+@click.option("--pin", "pin_policy", type=click.Choice(["required", "optional"]),
+              default="optional", show_default=True, help="Must readers enter their PIN?")
+@click.option("--utc-dates", is_flag=True, help="Dates in UTC instead of local time.")
+@click.option("--sort-bin", "sort_bins", multiple=True, metavar="KIND=BIN",
+              help="Sort bin (CL) for shelf, hold or transfer, e.g. --sort-bin transfer=3.")
+@click.option("--online-status", type=click.Choice(["link", "always"]), default="link",
+              show_default=True, help="98 on-line status: the cloud link, or always Y.")
+@click.password_option(help="Asked for when not given (at least 8 characters).")
+def sip2_account_add(name: str, institution: str, location: str, library_name: str,
+                     allow: str | None, alerts: bool, charset: str, pin_policy: str,
+                     utc_dates: bool, sort_bins: tuple[str, ...], online_status: str,
+                     password: str) -> None:
+    """Create a kiosk's SIP2 login (or replace it)."""
+    from edge.sip2 import accounts
+
+    try:
+        if any("=" not in b for b in sort_bins):
+            raise ValueError("--sort-bin takes KIND=BIN, e.g. transfer=3")
+        bins = dict(b.split("=", 1) for b in sort_bins)
+        acct = accounts.add_account(
+            name, password, institution=institution, location=location,
+            library_name=library_name,
+            allowed=[c.strip() for c in allow.split(",") if c.strip()] if allow else None,
+            alerts=alerts, charset=charset, pin_policy=pin_policy, utc_dates=utc_dates,
+            sort_bins=bins, online_status=online_status)
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(f"kiosk {acct.name} saved: institution {acct.institution}, "
+               f"messages {','.join(sorted(acct.allowed))}")
+
+
+@sip2_account.command("list")
+def sip2_account_list() -> None:
+    """List the kiosk logins."""
+    from edge.sip2 import accounts
+
+    for a in accounts.list_accounts():
+        click.echo(f"{a.name}\t{a.institution}\t{a.location}\t{a.charset}\t"
+                   f"alerts={'on' if a.alerts else 'off'}\t{','.join(sorted(a.allowed))}")
+
+
+@sip2_account.command("remove")
+@click.argument("name")
+def sip2_account_remove(name: str) -> None:
+    """Delete a kiosk login."""
+    from edge.sip2 import accounts
+
+    if not accounts.remove_account(name):
+        raise click.ClickException(f"no kiosk {name}")
+    click.echo(f"kiosk {name} removed")
+
+
+@sip2_account.command("blocks")
+def sip2_account_blocks() -> None:
+    """Cards blocked by kiosks at this node (01 Block Patron)."""
+    from edge.sip2 import accounts
+
+    for b in accounts.list_blocks():
+        click.echo(f"{b.card}\t{b.blocked_at:%Y-%m-%d %H:%M}\t{b.reason}")
+
+
+@sip2_account.command("lift-block")
+@click.argument("card")
+def sip2_account_lift_block(card: str) -> None:
+    """Lift a kiosk's block on a card (the cloud's blocks are lifted with `kitap admin`)."""
+    from edge.sip2 import accounts
+
+    if not accounts.lift_block(card):
+        raise click.ClickException(f"no kiosk block on {card}")
+    click.echo(f"kiosk block on {card} lifted")
+
+
 main.add_command(firmware_sim_command, "firmware-sim")
+admin_cloud.register(admin)

@@ -104,6 +104,7 @@ class Demo:
         self.blocked: str | None = None
         self.hold: tuple[str, str, str | None] | None = None
         self.desk_password = secrets.token_urlsafe(9)
+        self.operator_password = secrets.token_urlsafe(12)
         # Unix socket paths are limited to ~100 bytes: keep them short.
         self.sockdir = Path(tempfile.mkdtemp(prefix="kitap-demo-"))
 
@@ -133,10 +134,12 @@ class Demo:
                               what=f"{site.spec.id} to bootstrap from the feed")
             say(f"{site.spec.id} bootstrapped from the cloud's feed: {status['readers']} readers, "
                 f"{status['copies_here']} copies here (revision {status['feed_rev']})")
-        say(f"cloud:  {self.cloud_url}/   (the network at a glance)")
+        say(f"cloud:  {self.cloud_url}/   (the readers' catalogue; staff: /console/)")
         for site in self.sites.values():
             say(f"{site.spec.kind:7s} {site.spec.id}: {site.url}/   ({site.spec.name})")
         say(f"desk login at b-central: user 'desk', password '{self.desk_password}'")
+        say(f"ops console: {self.cloud_url}/console/   user 'operator', password "
+            f"'{self.operator_password}'")
         say(f"logs and databases: {self.workdir}/")
 
     def _bootstrapped(self, site: Site) -> dict[str, Any] | None:
@@ -153,12 +156,23 @@ class Demo:
         cs.connect(f"sqlite:///{self.workdir / 'cloud.db'}")
         cs.seed(
             nodes=[{"id": n.id, "kind": n.kind, "name": n.name} for n in self.data.nodes],
-            titles=[{**t, "year": x.year} for t, x in zip(titles, self.data.titles, strict=True)],
+            titles=[],
             readers=readers,
             copies=[{"barcode": c.barcode, "title_id": c.title_id, "home_node": c.home_node,
                      "location_node": c.location_node, "slot": c.slot,
                      "status": "in_slot" if c.slot is not None else "on_shelf"}
                     for c in self.data.copies])
+        # The catalogue goes in the way a library's own does: a MARC 21 file, imported.
+        from cloud import accounts, marc
+
+        mrc = self.workdir / "catalogue.mrc"
+        marc.write_file([{**t, "year": x.year} for t, x in
+                         zip(titles, self.data.titles, strict=True)], mrc)
+        result = marc.import_file(mrc)
+        say(f"catalogue: {result.records} MARC 21 records imported from {mrc.name}")
+        # A console login for a person to try the ops console; printed, never stored.
+        accounts.add_staff("operator", self.operator_password, "operator",
+                           name="Demo operator")
         cs.db.close()
         # The edge nodes start empty and learn readers, titles and their own
         # copies from the cloud's change feed (a snapshot, then changes).

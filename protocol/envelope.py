@@ -110,7 +110,64 @@ class ReaderRegisteredBody(Schema):
     pin_hash = fields.Str(required=True, validate=validate.Length(min=1, max=200))
 
 
+_slot = validate.Range(min=1, max=999)
+
+
+class StockMoveBody(Schema):
+    """A technician loaded a copy into a slot, or took one out (stock.loaded / stock.removed).
+
+    ``slot`` None on stock.removed: the copy was taken out of the return bin.
+    """
+
+    class Meta:
+        unknown = RAISE
+
+    copy = fields.Str(required=True, validate=_ident)
+    slot = fields.Int(load_default=None, allow_none=True, strict=True, validate=_slot)
+
+
+class MissingCopy(Schema):
+    """A copy the node expected in a slot that the slot scan found without it."""
+
+    class Meta:
+        unknown = RAISE
+
+    copy = fields.Str(required=True, validate=_ident)
+    slot = fields.Int(required=True, strict=True, validate=_slot)
+
+
+class StockAuditBody(Schema):
+    """What a machine's slot scan found in every slot, and what it expected but did not find."""
+
+    class Meta:
+        unknown = RAISE
+
+    slots = fields.Dict(required=True, keys=fields.Str(validate=validate.Regexp(r"^[1-9]\d{0,2}$")),
+                        values=fields.Str(allow_none=True, validate=_ident))
+    missing = fields.List(fields.Nested(MissingCopy), load_default=list)
+    # Why the scan ran: door_closed (after a technician's visit), reconcile
+    # (after a restart or a reconnect), dispense (a slot did not hold what it should).
+    reason = fields.Str(required=True, validate=validate.OneOf(
+        ["door_closed", "reconcile", "dispense"]))
+
+
+class DeviceFaultBody(Schema):
+    """A machine's fault was raised or cleared (jam, bin_full, controller_lost, ...)."""
+
+    class Meta:
+        unknown = RAISE
+
+    kind = fields.Str(required=True, validate=validate.Regexp(r"^[a-z][a-z_]{0,39}$"))
+    state = fields.Str(required=True, validate=validate.OneOf(["raised", "cleared"]))
+    slot = fields.Int(load_default=None, allow_none=True, strict=True, validate=_slot)
+    detail = fields.Str(load_default="", validate=validate.Length(max=500))
+
+
 BODY_SCHEMAS: dict[str, type[Schema]] = {
+    "stock.loaded": StockMoveBody,
+    "stock.removed": StockMoveBody,
+    "stock.audit": StockAuditBody,
+    "device.fault": DeviceFaultBody,
     "loan.checkout": LoanCheckoutBody,
     "loan.return": LoanReturnBody,
     "loan.renew": LoanRenewBody,

@@ -8,7 +8,10 @@ LEN is the payload length (0..MAX_PAYLOAD). CRC-16/CCITT-FALSE (poly 0x1021,
 init 0xFFFF) covers LEN, SEQ, CMD and PAYLOAD, sent big-endian. The payload is
 UTF-8 JSON (an object) or empty. The decoder never trusts a start byte: on a
 bad length or CRC it drops that one byte and hunts for the next 0x7E, so noise
-between frames and torn frames cost at most the frames they touch.
+between frames and torn frames cost at most the frames they touch. A frame whose
+length byte was corrupted upwards would make a naive decoder wait for kilobytes
+that never come; this one gives up on it as soon as a complete, good frame
+follows it in the buffer (see ``Decoder.next_frame``).
 
 Use: ``dec.feed(data)`` then call ``dec.next_frame()`` until it returns
 ``NEED_DATA``. It answers a ``Frame``, or a ``BadFrame`` (so the receiver can NAK).
@@ -73,33 +76,54 @@ class Cmd(IntEnum):
     POWER_UP = 0x56
 
 
-# Commands that are defined but not implemented yet: answered NAK "reserved".
-RESERVED: Final = frozenset({
-    Cmd.CHUTE_OPEN, Cmd.CHUTE_CLOSE, Cmd.SERVICE_LOCK, Cmd.SERVICE_UNLOCK,
-    Cmd.PIN_ENTERED, Cmd.BIN_FULL, Cmd.SERVICE_DOOR,
-})
+# Commands that are defined but not implemented: answered NAK "reserved". Every
+# command of version 1 is implemented; the set stays for the next additions.
+RESERVED: Final[frozenset[Cmd]] = frozenset()
 
 # The fields each payload must carry (more are allowed); a frame missing one is NAKed.
 PAYLOAD_FIELDS: Final[dict[Cmd, dict[str, type]]] = {
     Cmd.HELLO: {"proto": int},
     Cmd.STATUS: {},
     Cmd.DISPENSE: {"slot": int},
+    Cmd.CHUTE_OPEN: {},
+    Cmd.CHUTE_CLOSE: {},
     Cmd.ACCEPT_RETURN: {"tag": str},
     Cmd.REJECT_RETURN: {"tag": str, "reason": str},
     Cmd.SLOT_SCAN: {},
+    Cmd.SERVICE_LOCK: {},
+    Cmd.SERVICE_UNLOCK: {},
     Cmd.DISPLAY: {"text": str},
-    Cmd.HELLO_REPLY: {"proto": int, "fw": str, "slots": int, "boot_id": str},
-    Cmd.STATUS_REPLY: {"slots": dict, "bin": int, "bin_capacity": int, "door": str},
+    Cmd.HELLO_REPLY: {"proto": int, "fw": str, "slots": int, "boot_id": str, "serial": str},
+    Cmd.STATUS_REPLY: {"boot_id": str, "bin": int, "bin_capacity": int, "door": str,
+                       "chute": str},
     Cmd.ITEM_DISPENSED: {"slot": int, "tag": str},
     Cmd.ITEM_TAKEN: {"slot": int, "tag": str},
     Cmd.JAM: {"slot": int},
     Cmd.DISPENSE_FAILED: {"slot": int, "reason": str},
     Cmd.ITEM_RETRACTED: {"slot": int, "tag": str},
     Cmd.CARD_PRESENTED: {"card": str},
+    Cmd.PIN_ENTERED: {"pin": str},
     Cmd.RETURN_ITEM_READ: {"tag": str},
+    Cmd.BIN_FULL: {"bin": int, "bin_capacity": int},
+    Cmd.SERVICE_DOOR: {"open": bool},
     Cmd.SLOT_SCAN_RESULT: {"slots": dict},
     Cmd.POWER_UP: {"boot_id": str},
 }
+# Fields that may be there and must then have this type (a host's dispense or
+# return intent, echoed by the controller so an outcome names what it ends).
+OPTIONAL_FIELDS: Final[dict[Cmd, dict[str, type]]] = {
+    Cmd.STATUS: {"logs": bool},
+    Cmd.DISPENSE: {"intent": str},
+    Cmd.ACCEPT_RETURN: {"intent": str},
+    Cmd.SERVICE_UNLOCK: {"seconds": int},
+    Cmd.ITEM_DISPENSED: {"intent": str},
+    Cmd.ITEM_TAKEN: {"intent": str},
+    Cmd.JAM: {"intent": str},
+    Cmd.DISPENSE_FAILED: {"intent": str},
+    Cmd.ITEM_RETRACTED: {"intent": str},
+}
+# An intent id is a host's uuid4 hex (32 chars); the bound keeps a log entry small.
+MAX_INTENT_LEN: Final = 40
 
 
 @dataclass(frozen=True)
@@ -152,11 +176,20 @@ def check_payload(frame: Frame) -> dict[str, Any]:
     except (UnicodeDecodeError, ValueError) as exc:
         raise ValueError(f"{cmd.name}: payload is not a JSON object ({exc})") from None
     for name, kind in PAYLOAD_FIELDS.get(cmd, {}).items():
-        value = doc.get(name)
-        # bool is an int to Python but never a slot number or a version.
-        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        if not _is(doc.get(name), kind):
             raise ValueError(f"{cmd.name}: field {name!r} missing or not {kind.__name__}")
+    for name, kind in OPTIONAL_FIELDS.get(cmd, {}).items():
+        if doc.get(name) is not None and not _is(doc[name], kind):
+            raise ValueError(f"{cmd.name}: field {name!r} is not {kind.__name__}")
+    intent = doc.get("intent")
+    if isinstance(intent, str) and not 0 < len(intent) <= MAX_INTENT_LEN:
+        raise ValueError(f"{cmd.name}: field 'intent' must be 1..{MAX_INTENT_LEN} characters")
     return doc
+
+
+def _is(value: Any, kind: type) -> bool:
+    # bool is an int to Python but never a slot number or a version.
+    return isinstance(value, kind) and not (kind is int and isinstance(value, bool))
 
 
 def describe(frame: Frame | BadFrame) -> str:
@@ -241,6 +274,9 @@ class Decoder:
                 return BadFrame(f"length {length} exceeds {MAX_PAYLOAD}")
             total = HEADER_LEN + length + CRC_LEN
             if len(self._buf) < total:
+                if self._good_frame_after_start():
+                    self._drop_one()
+                    return BadFrame("truncated frame (a complete frame follows it)")
                 return NEED_DATA
             body = bytes(self._buf[1 : HEADER_LEN + length])
             got = int.from_bytes(self._buf[HEADER_LEN + length : total], "big")
@@ -250,6 +286,27 @@ class Decoder:
             del self._buf[:total]
             seq, cmd = body[2], body[3]
             return Frame(seq=seq, cmd=cmd, payload=body[4:])
+
+    def _good_frame_after_start(self) -> bool:
+        """True if a complete frame with a good CRC starts after the buffer's first byte.
+
+        The frame at the start is then garbage (a corrupted length, or bytes lost
+        from it), not a long frame still arriving: a JSON payload never holds a
+        raw control byte, so it cannot hide a SOF followed by a LEN hi byte
+        (0x00..0x10) -- a good frame inside the buffer is a real one.
+        """
+        pos = self._buf.find(SOF, 1)
+        while pos >= 0:
+            if len(self._buf) - pos < HEADER_LEN + CRC_LEN:
+                return False
+            length = int.from_bytes(self._buf[pos + 1 : pos + 3], "big")
+            end = pos + HEADER_LEN + length + CRC_LEN
+            if length <= MAX_PAYLOAD and end <= len(self._buf):
+                body = bytes(self._buf[pos + 1 : pos + HEADER_LEN + length])
+                if crc16(body) == int.from_bytes(self._buf[end - CRC_LEN : end], "big"):
+                    return True
+            pos = self._buf.find(SOF, pos + 1)
+        return False
 
     def _drop_one(self) -> None:
         del self._buf[:1]

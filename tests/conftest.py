@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from kitap.procs import Mosquitto, Process, free_port, http_json, kitap_command, wait_http
+from tests.cloud_fixtures import cloud_store, cloud_url  # noqa: F401 - fixtures for all tests
 
 # The API token every edge of a test network accepts (a test secret, not a real one).
 TOKEN = "test-token-not-secret"

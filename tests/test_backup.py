@@ -24,7 +24,7 @@ def test_restore_of_an_older_backup_is_made_whole_by_the_nodes(tmp_path: Path, b
     for i in range(5):
         assert api("POST", edge + "/api/checkout", {"reader": "R0001", "copy": f"C{i:05d}"})[0] \
             == 201
-    wait_for(lambda: api("GET", edge + "/api/status")[1]["last_acked"] == 5, 20, what="5 acked")
+    wait_for(lambda: api("GET", edge + "/api/status")[1]["last_acked"] == 5, 60, what="5 acked")
 
     runner = CliRunner()
     backup = tmp_path / "cloud-backup.db"
@@ -34,7 +34,7 @@ def test_restore_of_an_older_backup_is_made_whole_by_the_nodes(tmp_path: Path, b
     for i in range(5, 10):   # more loans, acknowledged, then the cloud's disk dies
         assert api("POST", edge + "/api/checkout", {"reader": "R0002", "copy": f"C{i:05d}"})[0] \
             == 201
-    wait_for(lambda: api("GET", edge + "/api/status")[1]["last_acked"] == 10, 20,
+    wait_for(lambda: api("GET", edge + "/api/status")[1]["last_acked"] == 10, 60,
              what="10 acked")
     network.proc("cloud").kill()
     refused = runner.invoke(main, ["restore", "--db", url, str(backup)])

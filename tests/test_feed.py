@@ -1,4 +1,4 @@
-"""The change feed on real SQLite files: the cloud's answers and the node's applier."""
+"""The change feed: the cloud's answers (SQLite and PostgreSQL) and the node's applier."""
 from __future__ import annotations
 
 from collections.abc import Iterator
@@ -14,8 +14,8 @@ from protocol.feed import decode_down, encode_down
 
 
 @pytest.fixture
-def cloud(tmp_path: Path) -> Iterator[None]:
-    cs.connect(f"sqlite:///{tmp_path / 'cloud.db'}")
+def cloud(cloud_store: str) -> Iterator[None]:
+    """A small cloud, on SQLite and on PostgreSQL."""
     cs.seed(nodes=[{"id": "m-a", "kind": "machine"}, {"id": "b-b", "kind": "branch"}],
             titles=[{"id": "T1", "title": "Абай жолы", "item_type": "book"}],
             readers=[{"card": "R1", "name": "Айгерим"}, {"card": "R2", "name": "Нурлан"}],
@@ -24,7 +24,6 @@ def cloud(tmp_path: Path) -> Iterator[None]:
                     {"barcode": "C2", "title_id": "T1", "status": "on_shelf",
                      "location_node": "b-b"}])
     yield
-    cs.db.close()
 
 
 @pytest.fixture

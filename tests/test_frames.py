@@ -142,7 +142,18 @@ def test_random_bytes_never_raise(data: bytes, split: int) -> None:
     (Cmd.DISPENSE, b"\xff\xfe", "not a JSON object"),
     (Cmd.HELLO, b'{"proto": 1}', None),
     (Cmd.STATUS, b"", None),
-    (Cmd.BIN_FULL, b"", "reserved"),
+    (Cmd.BIN_FULL, b"", "bin"),
+    (Cmd.BIN_FULL, b'{"bin": 40, "bin_capacity": 40}', None),
+    (Cmd.SERVICE_DOOR, b'{"open": false}', None),
+    (Cmd.SERVICE_DOOR, b'{"open": 1}', "open"),
+    (Cmd.PIN_ENTERED, b'{"pin": 1234}', "pin"),
+    (Cmd.CHUTE_OPEN, b"", None),
+    (Cmd.SERVICE_UNLOCK, b'{"seconds": "60"}', "seconds"),
+    (Cmd.DISPENSE, b'{"slot": 3, "intent": "9f2c"}', None),
+    (Cmd.DISPENSE, b'{"slot": 3, "intent": 7}', "intent"),
+    (Cmd.DISPENSE, b'{"slot": 3, "intent": ""}', "intent"),
+    (Cmd.ITEM_TAKEN, b'{"slot": 3, "tag": "C1", "intent": "' + b"x" * 41 + b'"}', "intent"),
+    (Cmd.HELLO_REPLY, b'{"proto": 1, "fw": "x", "slots": 3, "boot_id": "b"}', "serial"),
     (0x3F, b"", "unknown command"),
 ])
 def test_check_payload(cmd: int, payload: bytes, error: str | None) -> None:
@@ -152,3 +163,44 @@ def test_check_payload(cmd: int, payload: bytes, error: str | None) -> None:
     else:
         with pytest.raises(ValueError, match=error):
             check_payload(frame)
+
+
+def test_a_length_corrupted_upwards_does_not_stall_the_line() -> None:
+    # LEN 0x0F00 would make a naive decoder wait for 3,840 bytes that never come.
+    bad = bytearray(encode(1, Cmd.DISPENSE, {"slot": 3}))
+    bad[1] = 0x0F
+    dec = Decoder()
+    dec.feed(bytes(bad) + encode(2, Cmd.STATUS))
+    items = drain(dec)
+    assert [f.seq for f in good(items)] == [2]
+    assert isinstance(items[0], BadFrame) and "truncated" in items[0].reason
+
+
+@pytest.mark.parametrize("where", range(len(encode(7, Cmd.DISPENSE, {"slot": 12}))))
+def test_a_lost_byte_costs_only_its_own_frame(where: int) -> None:
+    frames = [encode(n, Cmd.DISPENSE, {"slot": 10 + n}) for n in range(6, 9)]
+    damaged = bytearray(frames[1])
+    del damaged[where]
+    dec = Decoder()
+    dec.feed(frames[0] + bytes(damaged) + frames[2])
+    assert [f.seq for f in good(drain(dec))] == [6, 8]
+
+
+@settings(max_examples=200)
+@given(payloads=st.lists(st.sampled_from(PAYLOADS[:6]), min_size=2, max_size=6),
+       victim=st.integers(0, 5), bit=st.integers(0, 7), at=st.integers(0, 10_000),
+       split=st.integers(1, 40))
+def test_a_flipped_bit_costs_only_its_own_frame(payloads: list[dict[str, Any] | None],
+                                                victim: int, bit: int, at: int,
+                                                split: int) -> None:
+    frames = [bytearray(encode(n, Cmd.DISPLAY, p)) for n, p in enumerate(payloads)]
+    victim %= len(frames)
+    frames[victim][at % len(frames[victim])] ^= 1 << bit
+    stream = b"".join(frames)
+    dec = Decoder()
+    got: list[Frame | BadFrame] = []
+    for i in range(0, len(stream), split):
+        dec.feed(stream[i:i + split])
+        got += drain(dec)
+    # CRC-16 catches every single-bit error: the victim never decodes, the rest all do.
+    assert [f.seq for f in good(got)] == [n for n in range(len(frames)) if n != victim]

@@ -1,17 +1,16 @@
-"""MachineDriver against the firmware simulator as a real process on a real pty."""
+"""MachineDriver against the firmware simulator as a real process on a real pty.
+
+What the driver must do by itself: handshake, ACK and retransmit, report every
+outcome of a dispense, and come back online -- with the same driver object --
+after the controller reboots, loses its power, or its cable is pulled.
+"""
 from __future__ import annotations
 
 import json
 import os
-import select
-import shutil
 import signal
-import subprocess
-import sys
-import tempfile
-import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -20,181 +19,67 @@ import pytest
 import serial
 
 from edge.hardware import HardwareError, MachineDriver
-from firmware_sim.control import ControlClient, ControlError
+from firmware_sim.control import ControlError
 from firmware_sim.controller import Controller
 from firmware_sim.runner import PtyPort
 from protocol.frames import NEED_DATA, BadFrame, Cmd, Decoder, Frame, encode
+from tests.machine_bench import Bench, Events, bench_for, wait_until
 
 pytestmark = pytest.mark.integration
 
-ROOT = Path(__file__).resolve().parent.parent
-START_TIMEOUT = 10.0
+bench = pytest.fixture(bench_for, name="bench")
 
 
-def wait_until(predicate: Callable[[], Any], timeout: float = 5.0, what: str = "") -> Any:
-    """Poll ``predicate`` until truthy; fail the test after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.02)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what or predicate}")
-
-
-class Sim:
-    """One firmware-sim process on a new pty."""
-
-    def __init__(self, workdir: Path, state: Path, *args: str, slots: int = 10) -> None:
-        n = len(list(workdir.glob("ctl-*")))
-        self.control = str(workdir / f"ctl-{n}.sock")
-        self.state_path = state
-        self.log = workdir / f"sim-{n}.log"
-        with self.log.open("ab") as log:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "firmware_sim", "--state", str(state), "--slots",
-                 str(slots), "--control", self.control, "-v", *args],
-                stdout=subprocess.PIPE, stderr=log, cwd=ROOT,
-                env={**os.environ, "PYTHONPATH": str(ROOT)})
-        assert self.proc.stdout is not None
-        ready, _, _ = select.select([self.proc.stdout], [], [], START_TIMEOUT)
-        line = self.proc.stdout.readline().decode() if ready else ""
-        if not line.startswith("PTY "):
-            self.kill()
-            raise AssertionError(f"no PTY line from the simulator: {line!r}\n"
-                                 + self.log.read_text())
-        self.port = line.split()[1]
-        self.ctl = ControlClient(self.control)
-
-    def state(self) -> dict[str, Any]:
-        """The state file as the simulator last wrote it."""
-        return dict(json.loads(self.state_path.read_text()))
-
-    def kill(self) -> None:
-        """SIGKILL, as a power cut."""
-        if self.proc.poll() is None:
-            self.proc.kill()
-        self.proc.wait(timeout=5)
-
-    def stop(self) -> None:
-        """SIGTERM, then SIGKILL."""
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=5)
-        if self.proc.stdout:
-            self.proc.stdout.close()
-
-
-class Events:
-    """on_event for a driver: records frames."""
-
-    def __init__(self) -> None:
-        self.frames: list[Frame] = []
-        self.lock = threading.Lock()
-
-    def __call__(self, frame: Frame) -> None:
-        with self.lock:
-            self.frames.append(frame)
-
-    def wait(self, cmd: Cmd, timeout: float = 5.0) -> dict[str, Any]:
-        """The payload of the first ``cmd`` event, waiting for it."""
-        def find() -> dict[str, Any] | None:
-            with self.lock:
-                return next((f.json() for f in self.frames if f.cmd == cmd), None)
-        return dict(wait_until(find, timeout, what=cmd.name))
-
-
-class Bench:
-    """A test's simulators and drivers, all stopped at teardown."""
-
-    def __init__(self) -> None:
-        # Unix socket paths must stay under 108 bytes: pytest's tmp_path can be longer.
-        self.dir = Path(tempfile.mkdtemp(prefix="ks-", dir="/tmp"))
-        self.state = self.dir / "machine.json"
-        self.sims: list[Sim] = []
-        self.drivers: list[MachineDriver] = []
-
-    def sim(self, *args: str, slots: int = 10) -> Sim:
-        sim = Sim(self.dir, self.state, *args, slots=slots)
-        self.sims.append(sim)
-        return sim
-
-    def driver(self, sim: Sim) -> tuple[MachineDriver, Events]:
-        events = Events()
-        drv = MachineDriver(sim.port, on_event=events)
-        self.drivers.append(drv)
-        drv.start()
-        wait_until(lambda: drv.online, 5.0, what="driver online")
-        return drv, events
-
-    def close(self) -> None:
-        for drv in self.drivers:
-            drv.stop()
-        for sim in self.sims:
-            sim.stop()
-
-    def logs(self) -> str:
-        return "\n".join(f"--- {s.log.name}\n{s.log.read_text()[-6000:]}" for s in self.sims)
-
-
-@pytest.fixture
-def bench(request: pytest.FixtureRequest) -> Iterator[Bench]:
-    b = Bench()
-    yield b
-    b.close()
-    rep = getattr(request.node, "rep_call", None)
-    if rep is not None and rep.failed:
-        print(b.logs())
-    shutil.rmtree(b.dir, ignore_errors=True)
-
-
-def test_handshake_goes_online(bench: Bench) -> None:
+def test_handshake_goes_online_and_names_the_controller(bench: Bench) -> None:
     sim = bench.sim()
     drv, _ = bench.driver(sim)
-    assert drv.info["slots"] == 10
-    assert drv.info["boot_id"] == sim.ctl.state()["boot_id"]
-    status = drv.request(Cmd.STATUS, None, Cmd.STATUS_REPLY, 2.0).json()
-    assert status["slots"] == {str(n): None for n in range(1, 11)}
+    snap = sim.ctl.state()
+    assert (drv.info["slots"], drv.info["boot_id"], drv.info["serial"]) == \
+        (10, snap["boot_id"], snap["serial"])
+    status = drv.status()
+    assert (status["bin"], status["door"], status["chute"], status["delivery"]) == \
+        (0, "closed", "open", None)
+    assert "dispenses" not in status  # the heartbeat's reply stays short
+    assert drv.status(logs=True)["dispenses"] == []
+    assert drv.slot_scan() == {n: None for n in range(1, 11)}
 
 
-def test_dispense_taken(bench: Bench) -> None:
-    sim = bench.sim("--auto-take", "0.2")
+def test_dispense_taken_names_the_intent(bench: Bench) -> None:
+    sim = bench.sim("--auto-take", "0.2", loaded={3: "C0000123"})
     drv, events = bench.driver(sim)
-    sim.ctl.load(3, "C0000123")
-    assert sim.state()["slots"]["3"] == "C0000123"
-    outcome = drv.dispense(3, timeout=10)
+    outcome = drv.dispense(3, intent="i-1", timeout=10)
     assert (outcome.result, outcome.slot, outcome.tag) == ("taken", 3, "C0000123")
-    assert sim.state()["slots"]["3"] is None
-    assert sim.state()["delivery"] is None
-    assert events.wait(Cmd.ITEM_DISPENSED) == {"slot": 3, "tag": "C0000123"}
+    state = sim.state()
+    assert state["slots"]["3"] is None and state["delivery"] is None
+    assert state["dispenses"] == [{"intent": "i-1", "slot": 3, "tag": "C0000123",
+                                   "outcome": "taken"}]
+    assert events.wait(Cmd.ITEM_DISPENSED) == {"slot": 3, "tag": "C0000123", "intent": "i-1"}
+    # The same intent twice is refused: a DISPENSE resent after a crash cannot lend twice.
+    again = drv.dispense(3, intent="i-1", timeout=10)
+    assert again.result == "error" and "already carried out (taken)" in again.reason
 
 
 def test_dispense_empty_slot(bench: Bench) -> None:
     sim = bench.sim("--auto-take", "0.2")
     drv, _ = bench.driver(sim)
-    outcome = drv.dispense(5, timeout=10)
+    outcome = drv.dispense(5, intent="i-2", timeout=10)
     assert (outcome.result, outcome.slot, outcome.tag) == ("empty", 5, None)
+    assert sim.state()["dispenses"][-1]["outcome"] == "empty"
 
 
 def test_jam_keeps_the_book_in_its_slot(bench: Bench) -> None:
-    sim = bench.sim("--auto-take", "0.2")
+    sim = bench.sim("--auto-take", "0.2", loaded={2: "C0000002"})
     drv, _ = bench.driver(sim)
-    sim.ctl.load(2, "C0000002")
     sim.ctl.fault("jam")
     assert drv.dispense(2, timeout=10).result == "jam"
     assert sim.state()["slots"]["2"] == "C0000002"
-    # The fault was for one dispense only.
+    # The armed fault was for one dispense only.
     assert drv.dispense(2, timeout=10).result == "taken"
 
 
 def test_not_taken_goes_back_then_taken_by_hand(bench: Bench) -> None:
-    sim = bench.sim("--take-timeout", "1")
+    sim = bench.sim("--take-timeout", "1", loaded={4: "C0000004"})
     drv, _ = bench.driver(sim)
-    sim.ctl.load(4, "C0000004")
     outcome = drv.dispense(4, timeout=10)
     assert (outcome.result, outcome.tag) == ("not_taken", "C0000004")
     assert sim.state()["slots"]["4"] == "C0000004"
@@ -206,11 +91,15 @@ def test_not_taken_goes_back_then_taken_by_hand(bench: Bench) -> None:
     assert sim.state()["slots"]["4"] is None
 
 
-def test_card_presented_reaches_on_event(bench: Bench) -> None:
+def test_card_and_pin_reach_on_event(bench: Bench) -> None:
     sim = bench.sim()
     _, events = bench.driver(sim)
     sim.ctl.present_card("R0042")
+    sim.ctl.enter_pin("4821")
     assert events.wait(Cmd.CARD_PRESENTED) == {"card": "R0042"}
+    assert events.wait(Cmd.PIN_ENTERED) == {"pin": "4821"}
+    with pytest.raises(ControlError, match="4 to 8 digits"):
+        sim.ctl.enter_pin("12a4")
 
 
 @pytest.mark.parametrize("decision", ["accept", "reject"])
@@ -221,73 +110,201 @@ def test_return_decided_by_the_host(bench: Bench, decision: str) -> None:
         pending = pool.submit(sim.ctl.insert_return, "C0000777", timeout=10)
         assert events.wait(Cmd.RETURN_ITEM_READ) == {"tag": "C0000777"}
         if decision == "accept":
-            drv.accept_return("C0000777")
+            drv.accept_return("C0000777", intent="r-1")
         else:
             drv.reject_return("C0000777", "not a book of this network")
         reply = pending.result(timeout=15)
     if decision == "accept":
         assert reply["outcome"] == "accepted"
         assert sim.state()["bin"] == ["C0000777"]
+        assert sim.state()["returns"][-1] == {"intent": "r-1", "tag": "C0000777",
+                                              "outcome": "accepted"}
     else:
         assert (reply["outcome"], reply["reason"]) == ("rejected", "not a book of this network")
         assert sim.state()["bin"] == []
+        assert sim.ctl.state()["display"] == "not a book of this network"
+
+
+def test_the_last_book_fills_the_bin_and_closes_the_chute(bench: Bench) -> None:
+    sim = bench.sim(bin_capacity=1)
+    drv, events = bench.driver(sim)
+    with ThreadPoolExecutor(1) as pool:
+        pending = pool.submit(sim.ctl.insert_return, "C0000001", timeout=10)
+        events.wait(Cmd.RETURN_ITEM_READ)
+        drv.accept_return("C0000001")
+        assert pending.result(timeout=15)["outcome"] == "accepted"
+    assert events.wait(Cmd.BIN_FULL) == {"bin": 1, "bin_capacity": 1}
+    assert drv.status()["chute"] == "closed"
+    # The chute does not take the next book, and cannot be opened until the bin is emptied.
+    reply = sim.ctl.insert_return("C0000002", timeout=2)
+    assert (reply["outcome"], reply["reason"]) == ("refused", "the return bin is full")
+    with pytest.raises(HardwareError, match="bin is full"):
+        drv.set_chute(True)
+    sim.ctl.open_door(key=True)
+    assert sim.ctl.empty_bin() == ["C0000001"]
+    sim.ctl.close_door()
+    drv.set_chute(True)
+    assert drv.status()["chute"] == "open"
+
+
+def test_service_door_opens_only_when_unlocked(bench: Bench) -> None:
+    sim = bench.sim(loaded={1: "C0000001"})
+    drv, events = bench.driver(sim)
+    with pytest.raises(ControlError, match="locked"):
+        sim.ctl.open_door()
+    drv.unlock_service_door(30)
+    assert drv.status()["locked"] is False
+    sim.ctl.open_door()
+    assert events.wait(Cmd.SERVICE_DOOR) == {"open": True}
+    # No dispensing while a technician has the door open.
+    outcome = drv.dispense(1, timeout=5)
+    assert outcome.result == "error" and "service door is open" in outcome.reason
+    assert sim.ctl.remove(1) == "C0000001"
+    sim.ctl.load(2, "C0000009")
+    sim.ctl.close_door()
+    wait_until(lambda: events.of(Cmd.SERVICE_DOOR)[-1:] == [{"open": False}], what="door closed")
+    assert drv.status()["locked"] is True
+    scan = drv.slot_scan()
+    assert (scan[1], scan[2]) == (None, "C0000009")
 
 
 def test_refused_commands_change_nothing(bench: Bench) -> None:
-    sim = bench.sim()
+    sim = bench.sim(loaded={1: "C0000001"})
     drv, _ = bench.driver(sim)
-    sim.ctl.load(1, "C0000001")
     before = sim.state()
     with pytest.raises(HardwareError, match="no slot 99"):
         drv.command(Cmd.DISPENSE, {"slot": 99})
     with pytest.raises(HardwareError, match="no return"):
         drv.accept_return("C0000001")
-    with pytest.raises(HardwareError, match="reserved"):
-        drv.command(Cmd.CHUTE_OPEN)
     with pytest.raises(HardwareError, match="slot"):
         drv.command(Cmd.DISPENSE, {"slot": "1"})
+    sim.ctl.open_door(key=True)
+    with pytest.raises(HardwareError, match="is open"):
+        drv.lock_service_door()
+    sim.ctl.close_door()
     assert drv.online
-    assert sim.state() == before
-    with pytest.raises(ControlError, match="already holds"):
-        sim.ctl.load(1, "C0000009")
+    after = sim.state()
+    assert (after["slots"], after["bin"], after["dispenses"]) == \
+        (before["slots"], before["bin"], before["dispenses"])
+    with pytest.raises(ControlError, match="open the service door first"):
+        sim.ctl.load(2, "C0000009")
     with pytest.raises(ControlError, match="already inside"):
         sim.ctl.insert_return("C0000001", timeout=1)
 
 
-def test_killed_sim_goes_offline_and_restart_keeps_the_books(bench: Bench) -> None:
-    sim = bench.sim()
-    drv, _ = bench.driver(sim)
-    sim.ctl.load(7, "C0000007")
+# -- recovery: the same driver object comes back by itself --------------------------
+
+class LinkLog:
+    """on_link for a driver: records the ups and downs."""
+
+    def __init__(self) -> None:
+        self.changes: list[bool] = []
+
+    def __call__(self, online: bool) -> None:
+        self.changes.append(online)
+
+
+def test_power_cut_offline_at_once_then_back_by_itself(bench: Bench) -> None:
+    sim = bench.sim(loaded={7: "C0000007"})
+    link = LinkLog()
+    drv, _ = bench.driver(sim, on_link=link, reconnect_interval=0.2)
+    boot = drv.info["boot_id"]
     sim.kill()
     wait_until(lambda: not drv.online, 5.0, what="driver offline")
     started = time.monotonic()
-    outcome = drv.dispense(7, timeout=10)
-    assert outcome.result == "offline"
-    assert time.monotonic() - started < 2.0
-    # The new pty may get the same /dev/pts number: the old driver must not grab it.
-    drv.stop()
+    assert drv.dispense(7, timeout=10).result == "offline"
+    assert time.monotonic() - started < 1.0  # the reader is told at once, not after a hang
     again = bench.sim()
-    assert again.ctl.state()["slots"]["7"] == "C0000007"
-    drv2, _ = bench.driver(again)
-    scan = drv2.request(Cmd.SLOT_SCAN, None, Cmd.SLOT_SCAN_RESULT, 2.0).json()
-    assert scan["slots"]["7"] == "C0000007"
+    assert again.ctl.state()["slots"]["7"] == "C0000007"  # the books survived the power cut
+    wait_until(lambda: drv.online, 10.0, what="driver back online by itself")
+    assert drv.info["boot_id"] != boot and drv.info["serial"] == again.ctl.state()["serial"]
+    assert drv.slot_scan()[7] == "C0000007"
+    wait_until(lambda: link.changes == [True, False, True], what="link up, down, up")
+
+
+def test_controller_reboot_is_followed_by_a_new_handshake(bench: Bench) -> None:
+    sim = bench.sim(loaded={1: "C0000001"})
+    link = LinkLog()
+    drv, events = bench.driver(sim, on_link=link)
+    boot = drv.info["boot_id"]
+    sim.ctl.reboot()
+    wait_until(lambda: drv.online and drv.info["boot_id"] != boot, 5.0, what="re-handshake")
+    assert drv.info["boot_id"] == sim.ctl.state()["boot_id"]
+    assert events.of(Cmd.POWER_UP) == [{"boot_id": drv.info["boot_id"]}]
+    assert link.changes == [True, False, True]
+    assert drv.slot_scan()[1] == "C0000001"
+
+
+def test_a_reboot_whose_power_up_was_lost_is_found_by_the_heartbeat(bench: Bench) -> None:
+    sim = bench.sim()
+    drv, _ = bench.driver(sim, heartbeat_interval=0.5, reconnect_interval=0.2)
+    boot = drv.info["boot_id"]
+    sim.ctl.line(connected=False)
+    sim.ctl.reboot()  # its POWER_UP goes nowhere
+    time.sleep(0.3)  # shorter than the heartbeat: the host noticed nothing yet
+    sim.ctl.line(connected=True)
+    wait_until(lambda: drv.online and drv.info["boot_id"] != boot, 10.0,
+               what="new boot found by the heartbeat")
+    assert drv.info["boot_id"] == sim.ctl.state()["boot_id"]
+
+
+def test_cable_pulled_and_put_back(bench: Bench) -> None:
+    sim = bench.sim()
+    drv, _ = bench.driver(sim, heartbeat_interval=0.5, reconnect_interval=0.2)
+    sim.ctl.line(connected=False)
+    wait_until(lambda: not drv.online, 5.0, what="silence noticed by the heartbeat")
+    assert "no ACK" in drv.problem or "no STATUS_REPLY" in drv.problem or drv.problem
+    sim.ctl.line(connected=True)
+    wait_until(lambda: drv.online, 10.0, what="driver online once the cable is back")
+    drv.display("Сәлем!")
+    assert sim.ctl.state()["display"] == "Сәлем!"
+
+
+def test_another_controller_on_the_port_is_refused(bench: Bench) -> None:
+    sim = bench.sim()
+    seen: list[str] = []
+
+    def only_ks_1(info: dict[str, Any]) -> str | None:
+        seen.append(info["serial"])
+        return None if info["serial"] == "KS-1" else f"not this machine's ({info['serial']})"
+
+    drv = MachineDriver(str(bench.link), on_event=Events(), check_identity=only_ks_1,
+                        reconnect_interval=0.2)
+    bench.drivers.append(drv)
+    drv.start()
+    wait_until(lambda: len(seen) >= 2, 5.0, what="two handshakes refused")
+    assert not drv.online
+    assert "not this machine's" in drv.problem
+    assert drv.dispense(1, timeout=2).result == "offline"
+    assert sim.ctl.state()["handled"].get("DISPENSE") is None
 
 
 def test_book_in_the_door_at_power_cut_goes_back_to_its_slot(bench: Bench) -> None:
-    sim = bench.sim("--take-timeout", "30")
-    drv, events = bench.driver(sim)
-    sim.ctl.load(5, "C0000005")
-    drv.command(Cmd.DISPENSE, {"slot": 5})
+    sim = bench.sim("--take-timeout", "30", loaded={5: "C0000005"})
+    drv, events = bench.driver(sim, reconnect_interval=0.2)
+    drv.command(Cmd.DISPENSE, {"slot": 5, "intent": "i-5"})
     events.wait(Cmd.ITEM_DISPENSED)
-    assert sim.state()["delivery"] == {"slot": 5, "tag": "C0000005"}
+    assert sim.state()["delivery"] == {"slot": 5, "tag": "C0000005", "intent": "i-5"}
     sim.kill()
-    drv.stop()
     again = bench.sim()
     state = again.ctl.state()
-    assert state["slots"]["5"] == "C0000005"
-    assert state["delivery"] is None
-    _, events2 = bench.driver(again)
-    assert events2.wait(Cmd.ITEM_RETRACTED) == {"slot": 5, "tag": "C0000005"}
+    assert state["slots"]["5"] == "C0000005" and state["delivery"] is None
+    assert state["dispenses"][-1] == {"intent": "i-5", "slot": 5, "tag": "C0000005",
+                                      "outcome": "retracted"}
+    assert events.wait(Cmd.ITEM_RETRACTED, timeout=10) == {"slot": 5, "tag": "C0000005",
+                                                            "intent": "i-5"}
+
+
+def test_faults_from_a_config_file(bench: Bench) -> None:
+    config = bench.dir / "faults.json"
+    config.write_text(json.dumps({"jam_rate": 1.0, "empty_slots": [2], "seed": 4,
+                                  "auto_take": 0.2}))
+    sim = bench.sim("--config", str(config), loaded={1: "C0000001", 2: "C0000002"})
+    drv, _ = bench.driver(sim)
+    assert drv.slot_scan()[2] is None  # emptied at boot, unannounced
+    assert drv.dispense(1, timeout=5).result == "jam"
+    assert drv.dispense(1, timeout=5).result == "jam"
+    assert sim.state()["slots"]["1"] == "C0000001"
 
 
 def test_sigterm_stops_the_sim_cleanly(bench: Bench) -> None:
@@ -295,6 +312,7 @@ def test_sigterm_stops_the_sim_cleanly(bench: Bench) -> None:
     sim.proc.send_signal(signal.SIGTERM)
     assert sim.proc.wait(timeout=5) == 0
     assert not os.path.exists(sim.control)
+    assert not os.path.lexists(bench.link)  # its symlink goes with it
 
 
 class Peer:
@@ -389,7 +407,8 @@ def test_driver_link_rules_against_a_hand_played_controller(bench: Bench) -> Non
         drv.start()
         hello = ctl.expect(Cmd.HELLO)
         ctl.send(hello.seq, Cmd.ACK)
-        ctl.send(10, Cmd.HELLO_REPLY, {"proto": 1, "fw": "hand", "slots": 3, "boot_id": "a"})
+        ctl.send(10, Cmd.HELLO_REPLY, {"proto": 1, "fw": "hand", "slots": 3, "boot_id": "a",
+                                      "serial": "KS-HAND"})
         ctl.expect(Cmd.ACK, 10)
         wait_until(lambda: drv.online, what="driver online")
         # A duplicate event is ACKed again and not dispatched again.
@@ -428,7 +447,8 @@ def test_driver_link_rules_against_a_hand_played_controller(bench: Bench) -> Non
             ctl.expect(Cmd.ACK, 0)
             hello = ctl.expect(Cmd.HELLO)
             ctl.send(hello.seq, Cmd.ACK)
-            ctl.send(1, Cmd.HELLO_REPLY, {"proto": 1, "fw": "hand", "slots": 3, "boot_id": "b"})
+            ctl.send(1, Cmd.HELLO_REPLY, {"proto": 1, "fw": "hand", "slots": 3, "boot_id": "b",
+                                     "serial": "KS-HAND"})
             ctl.expect(Cmd.ACK, 1)
             wait_until(lambda: drv.online and drv.info["boot_id"] == "b", what="re-handshake")
             # No ACK at all: 1 + RETRIES tries, then the link is down.
@@ -455,8 +475,8 @@ def frames_out(ctl: Controller) -> list[Frame]:
 
 
 def test_controller_link_down_keeps_facts_and_drops_the_rest(tmp_path: Path) -> None:
+    (tmp_path / "m.json").write_text(json.dumps({"slots": {"1": "C1", "2": None, "3": None}}))
     ctl = Controller(tmp_path / "m.json", slots=3)
-    ctl.load(1, "C1")
     ctl.tick(0.0)
     assert [Cmd(f.cmd) for f in frames_out(ctl)] == [Cmd.POWER_UP]
     ctl.receive(encode(0, Cmd.HELLO, {"proto": 1}), 0.1)
@@ -484,4 +504,5 @@ def test_controller_link_down_keeps_facts_and_drops_the_rest(tmp_path: Path) -> 
     ctl.receive(encode(probe.seq, Cmd.ACK), t + 1.2)  # the host is back
     assert ctl.link_up
     assert ctl.snapshot()["pending_events"] == []
-    assert json.loads((tmp_path / "m.json").read_text())["delivery"] == {"slot": 1, "tag": "C1"}
+    doc = json.loads((tmp_path / "m.json").read_text())
+    assert doc["delivery"] == {"slot": 1, "tag": "C1", "intent": None}

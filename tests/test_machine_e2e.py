@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import sqlite3
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -11,7 +12,7 @@ import pytest
 
 from firmware_sim.control import ControlClient
 from kitap.procs import start_firmware_sim, wait_for
-from tests.conftest import api, seed_cloud, seed_edge
+from tests.conftest import NODES, api, seed_edge
 
 pytestmark = pytest.mark.integration
 
@@ -43,12 +44,34 @@ def machine(tmp_path: Path, broker, network, sockdir: Path):
                                   control=control, auto_take=0.2)
     network.procs.append(sim)
     broker.start()
-    cloud = network.cloud(seed_cloud(tmp_path / "cloud.db", fund))
+    cloud = network.cloud(_seed_cloud(tmp_path / "cloud.db", fund))
     edge = network.edge("m-test", "machine", seed_edge(tmp_path / "edge.db", "m-test", fund),
                         serial=pty)
     wait_for(lambda: api("GET", edge + "/api/status")[1]["controller_online"], 15,
              what="controller online")
     return edge, cloud, ControlClient(control), state
+
+
+def _seed_cloud(path: Path, fund: dict) -> str:
+    """The cloud's fund: the machine's copies in its slots, C00007 on a branch's shelf."""
+    from cloud import store
+
+    store.connect(f"sqlite:///{path}")
+    store.seed(nodes=NODES, titles=fund["titles"], readers=fund["readers"],
+               copies=[{**c, "home_node": "m-test", "status": "in_slot",
+                        "location_node": "m-test"} for c in fund["copies"]]
+               + [{"barcode": "C00007", "title_id": "T001", "home_node": "b-test",
+                   "status": "on_shelf", "location_node": "b-test"}])
+    store.db.close()
+    return f"sqlite:///{path}"
+
+
+def _exceptions(cloud_db: Path) -> list[tuple[str, str | None, bool]]:
+    """The cloud's staff exceptions: (kind, copy, open), read from its SQLite file."""
+    with sqlite3.connect(f"file:{cloud_db}?mode=ro", uri=True, timeout=10) as conn:
+        rows = conn.execute("SELECT kind, copy, closed_at IS NULL FROM staffexception "
+                            "ORDER BY id").fetchall()
+    return [(k, c, bool(o)) for k, c, o in rows]
 
 
 def _checkout_unless_no_card(edge: str, card: str, copy: str):
@@ -97,4 +120,25 @@ def test_a_jam_makes_no_loan_and_the_book_stays_in_its_slot(machine) -> None:
     assert code == 409 and body["errors"]["refusal"] == "jam"
     assert json.loads(state.read_text())["slots"]["3"] == "C00003"
     assert api("GET", edge + "/api/readers/R0002")[1]["loans"] == []
-    assert api("GET", edge + "/api/status")[1]["last_seq"] == 0   # no event either
+    # No loan event; the fault itself goes to the cloud, where staff see it.
+    assert api("GET", edge + "/api/status")[1]["last_seq"] == 1
+    cloud_db = state.parent / "cloud.db"
+    wait_for(lambda: ("device_fault.jam", None, True) in _exceptions(cloud_db), 20,
+             what="the jam in the cloud's exceptions")
+    assert api("GET", cloud + "/api/copies/C00003")[1]["status"] == "in_slot"
+
+
+def test_a_technicians_visit_reaches_the_cloud(machine) -> None:
+    edge, cloud, ctl, state = machine
+    ctl.open_door(key=True)
+    assert ctl.remove(1) == "C00001"   # taken away by the technician
+    ctl.load(6, "C00007")              # brought from the branch b-test
+    ctl.close_door()
+    wait_for(lambda: api("GET", cloud + "/api/copies/C00007")[1]["status"] == "in_slot", 20,
+             what="the cloud sees the load")
+    c7 = api("GET", cloud + "/api/copies/C00007")[1]
+    assert (c7["location_node"], c7["slot"]) == ("m-test", 6)
+    c1 = api("GET", cloud + "/api/copies/C00001")[1]
+    assert (c1["status"], c1["location_node"]) == ("in_transit", None)
+    # The cloud had C00007 on b-test's shelf: staff hear of it. The audit found nothing else.
+    assert _exceptions(state.parent / "cloud.db") == [("copy_was_elsewhere", "C00007", True)]

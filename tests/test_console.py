@@ -1,0 +1,325 @@
+"""The ops console through Flask's test client over a month of seeded history: logins,
+CSRF, roles, reader actions that reach the feed and the audit trail, the lists and
+their CSV, and the read-only notice while the database is busy."""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import re
+import shutil
+import sqlite3
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from cloud import store as cs
+from tests import console_data as cd
+
+
+@pytest.fixture(scope="module")
+def template_db(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """The seeded month, made once per module; each test gets a copy."""
+    path = tmp_path_factory.mktemp("console") / "cloud.db"
+    handles = cd.seed(path)
+    return {"path": path, **handles}
+
+
+@pytest.fixture
+def env(template_db: dict[str, Any], tmp_path: Path) -> Iterator[dict[str, Any]]:
+    """A cloud app (no MQTT) over a fresh copy of the seeded database."""
+    from cloud.app import create_app
+
+    db = tmp_path / "cloud.db"
+    shutil.copy(template_db["path"], db)
+    app = create_app({"DATABASE_URL": f"sqlite:///{db}", "START_CONSUMER": False,
+                      "TESTING": True})
+    yield {"app": app, "db": db, **template_db}
+    cs.db.close()
+
+
+def csrf(client: Any, url: str) -> str:
+    """The CSRF token a page's forms carry."""
+    page = client.get(url)
+    match = re.search(r'name="csrf" value="([^"]+)"', page.get_data(as_text=True))
+    assert match, f"no form token on {url}"
+    return match.group(1)
+
+
+def new_client(app: Any) -> Any:
+    """A test client that reads the pages in English."""
+    client = app.test_client()
+    client.set_cookie("lang", "en")
+    return client
+
+
+def login(app: Any, user: tuple[str, str]) -> tuple[Any, str]:
+    """A test client logged in to the console, and its CSRF token."""
+    client = new_client(app)
+    token = csrf(client, "/console/login")
+    r = client.post("/console/login", data={"username": user[0], "password": user[1],
+                                            "csrf": token})
+    assert r.status_code == 302, r.get_data(as_text=True)
+    return client, csrf(client, "/console/")
+
+
+def test_login_needs_the_password_and_the_form_token_and_pauses_a_guesser(env) -> None:
+    client = new_client(env["app"])
+    r = client.get("/console/debtors")
+    assert r.status_code == 302 and "/console/login" in r.headers["Location"]
+    # A form without this session's token is refused whatever it carries.
+    r = client.post("/console/login", data={"username": cd.ADMIN[0], "password": cd.ADMIN[1]})
+    assert r.status_code == 400
+    token = csrf(client, "/console/login")
+    for _ in range(5):
+        r = client.post("/console/login", data={"username": cd.ADMIN[0], "password": "nope",
+                                                "csrf": token})
+        assert r.status_code == 401
+    r = client.post("/console/login", data={"username": cd.ADMIN[0], "password": cd.ADMIN[1],
+                                            "csrf": token})
+    assert r.status_code == 401 and "Too many" in r.get_data(as_text=True)
+    # Another login is not paused by someone guessing the first one's password.
+    client2, _ = login(env["app"], cd.OPERATOR)
+    assert client2.get("/console/").status_code == 200
+
+
+def test_branch_staff_reach_no_admin_page_and_act_only_for_their_branch(env) -> None:
+    client, token = login(env["app"], cd.BRANCH)
+    for url in ("/console/staff", "/console/import", "/console/audit"):
+        assert client.get(url).status_code == 403, url
+    page = client.get("/console/").get_data(as_text=True)
+    assert "/console/staff" not in page and "/console/import" not in page
+    # Another branch's exception, hold, loan and reader-wide decisions are refused...
+    jam = cs.StaffException.get(cs.StaffException.kind == "device_fault.jam")
+    r = client.post(f"/console/exceptions/{jam.id}/close",
+                    data={"resolution": "fixed", "csrf": token})
+    assert r.status_code == 403
+    assert cs.StaffException.get_by_id(jam.id).closed_at is None
+    other = cs.Hold.select().where(cs.Hold.pickup_node != "b-central",
+                                   cs.Hold.status.in_(["waiting", "ready"])).first()
+    assert client.post(f"/console/holds/{other.id}/cancel",
+                       data={"csrf": token}).status_code == 403
+    assert cs.Hold.get_by_id(other.id).status in ("waiting", "ready")
+    loan = cs.Loan.select().where(cs.Loan.returned_at.is_null(),
+                                  cs.Loan.node == "m-almaly").first()
+    r = client.post(f"/console/readers/{loan.reader}/extend",
+                    data={"loan": loan.id, "days": "14", "csrf": token})
+    assert r.status_code == 403
+    assert cs.Loan.get_by_id(loan.id).due == loan.due
+    card = env["data"].readers[0].card
+    assert client.post(f"/console/readers/{card}/block",
+                       data={"reason": "x", "csrf": token}).status_code == 403
+    assert cs.Reader.get_by_id(card).blocked_reason is None
+    # ...while their own branch's are theirs.
+    mine = cs.StaffException.create(kind="card_issued_twice", node="b-central", seq=9,
+                                    detail="two cards", created_at=cs.utcnow())
+    r = client.post(f"/console/exceptions/{mine.id}/close",
+                    data={"resolution": "merged the readers", "csrf": token})
+    assert r.status_code == 302
+    assert "merged the readers" in cs.StaffException.get_by_id(mine.id).resolution
+    # Operators run the network but do not manage logins.
+    op, _ = login(env["app"], cd.OPERATOR)
+    assert op.get("/console/staff").status_code == 403
+    assert op.get("/console/audit").status_code == 200
+
+
+def test_reader_actions_reach_the_feed_and_the_audit_trail(env) -> None:
+    client, token = login(env["app"], cd.OPERATOR)
+    debtor = env["debtors"][0]
+    rev = cs.Change.select().count()
+    r = client.post(f"/console/readers/{debtor.card}/block",
+                    data={"reason": "lost card", "csrf": token})
+    assert r.status_code == 302
+    assert cs.Reader.get_by_id(debtor.card).blocked_reason == "lost card"
+    change = cs.Change.select().where(cs.Change.entity == "reader",
+                                      cs.Change.key == debtor.card).order_by(
+        cs.Change.rev.desc()).first()
+    assert change.rev > rev and json.loads(change.data)["blocked_reason"] == "lost card"
+    owed = cs.Reader.get_by_id(debtor.card).fees_owed
+    client.post(f"/console/readers/{debtor.card}/waive",
+                data={"amount": "10,50", "reason": "first time", "csrf": token})
+    assert cs.Reader.get_by_id(debtor.card).fees_owed == owed - 1050
+    loan = cs.Loan.select().where(cs.Loan.reader == debtor.card,
+                                  cs.Loan.returned_at.is_null()).first()
+    client.post(f"/console/readers/{debtor.card}/extend",
+                data={"loan": loan.id, "days": "7", "csrf": token})
+    from cloud import settings
+    assert cs.Loan.get_by_id(loan.id).due == max(loan.due, settings.today()) + timedelta(days=7)
+    title = env["data"].titles[5].id
+    client.post(f"/console/readers/{debtor.card}/hold",
+                data={"title": title, "pickup": "b-central", "csrf": token})
+    hold = cs.Hold.get(cs.Hold.reader == debtor.card, cs.Hold.title_id == title)
+    assert cs.Change.select().where(cs.Change.entity == "hold", cs.Change.key == hold.id,
+                                    cs.Change.scope == "b-central").exists()
+    client.post(f"/console/holds/{hold.id}/cancel", data={"csrf": token})
+    assert cs.Hold.get_by_id(hold.id).status == "cancelled"
+    client.post(f"/console/readers/{debtor.card}/unblock", data={"csrf": token})
+    assert cs.Reader.get_by_id(debtor.card).blocked_reason is None
+    trail = [(e.actor, e.action) for e in cs.AuditEntry.select().where(
+        cs.AuditEntry.target == f"reader:{debtor.card}").order_by(cs.AuditEntry.id)]
+    assert trail == [(cd.OPERATOR[0], a) for a in ("reader.block", "reader.waive",
+                                                   "loan.extend", "hold.place",
+                                                   "hold.cancel", "reader.unblock")]
+    page = client.get(f"/console/readers/{debtor.card}").get_data(as_text=True)
+    assert "reader.waive" in page and debtor.name in page
+
+
+def test_debtors_and_overdue_lists_filter_and_export_csv(env) -> None:
+    client, _ = login(env["app"], cd.OPERATOR)
+    r = client.get("/console/debtors?node=m-mega&format=csv")
+    assert r.status_code == 200 and r.mimetype == "text/csv"
+    text = r.get_data(as_text=True)
+    assert text.startswith("\ufeff")
+    rows = list(csv.DictReader(io.StringIO(text.lstrip("\ufeff"))))
+    expected = {ln.reader for ln in cs.Loan.select().where(
+        cs.Loan.node == "m-mega", cs.Loan.returned_at.is_null(),
+        cs.Loan.due < cs.utcnow().date())}
+    assert {row["card"] for row in rows} == expected and expected
+    assert all("m-mega" in row["locations"].split() for row in rows)
+    # Owing at least 200 tenge: only the debtors whose fines reach it.
+    rows = list(csv.DictReader(io.StringIO(client.get(
+        "/console/debtors?amount=200&format=csv").get_data(as_text=True).lstrip("\ufeff"))))
+    owed = {r.card: r.fees_owed for r in cs.Reader.select()}
+    assert rows and all(owed[row["card"]] >= 20000 for row in rows)
+    assert {row["card"] for row in rows} == {c for c, o in owed.items() if o >= 20000}
+    # Overdue loans at least 35 days late, longest first.
+    rows = list(csv.DictReader(io.StringIO(client.get(
+        "/console/overdue?days=35&format=csv").get_data(as_text=True).lstrip("\ufeff"))))
+    days = [int(row["days_overdue"]) for row in rows]
+    assert days and min(days) >= 35 and days == sorted(days, reverse=True)
+    assert cs.AuditEntry.select().where(cs.AuditEntry.action == "export").count() == 3
+
+
+def test_pages_stay_readable_and_changes_wait_while_the_database_is_busy(env) -> None:
+    client, token = login(env["app"], cd.OPERATOR)
+    card = env["data"].readers[3].card
+    locker = sqlite3.connect(env["db"], timeout=1)
+    locker.execute("BEGIN IMMEDIATE")   # ingest holding the write lock for a long batch
+    try:
+        r = client.post(f"/console/readers/{card}/block", follow_redirects=True,
+                        data={"reason": "test", "csrf": token,
+                              "next": f"/console/readers/{card}"})
+        page = r.get_data(as_text=True)
+        assert r.status_code == 200
+        assert "Nothing was changed: the database is busy" in page
+        assert "changes are paused" in page          # the read-only notice
+        assert re.search(r"<fieldset\s+disabled", page)
+        assert client.get("/console/debtors").status_code == 200
+    finally:
+        locker.rollback()
+        locker.close()
+    assert cs.Reader.get_by_id(card).blocked_reason is None
+    r = client.post(f"/console/readers/{card}/block", data={"reason": "test", "csrf": token},
+                    follow_redirects=True)
+    assert "changes are paused" not in r.get_data(as_text=True)
+    assert cs.Reader.get_by_id(card).blocked_reason == "test"
+
+
+def test_the_overview_puts_problem_nodes_first(env) -> None:
+    from cloud.console import network
+
+    now = cs.utcnow()
+    status = {"v": 1, "online": True, "outbox_depth": 0, "faults": []}
+    for node, online, seen in (("b-central", True, now), ("m-almaly", True, now),
+                               ("m-mega", True, now - timedelta(minutes=5)),
+                               ("b-zhetisu", False, now - timedelta(hours=2))):
+        cs.Node.update(online=online, last_seen=seen,
+                       status=json.dumps({**status, "node": node, "online": online})).where(
+            cs.Node.id == node).execute()
+    rows = {r.id: r for r in network.node_rows(now)}
+    assert rows["b-zhetisu"].state == "offline"
+    assert rows["m-mega"].problems[0][0] == "n.p.silent"     # online, but quiet for 5 min
+    assert rows["b-central"].state == "ok"
+    client, _ = login(env["app"], cd.OPERATOR)
+    page = client.get("/console/network/live").get_data(as_text=True)
+    order = re.findall(r'data-node="([^"]+)"', page)
+    assert order.index("b-central") > max(order.index("b-zhetisu"), order.index("m-mega"))
+
+
+def test_every_word_the_pages_use_exists_in_three_languages() -> None:
+    from cloud import i18n
+    from cloud.console import words  # noqa: F401 - registers the console's rows
+
+    root = Path(__file__).resolve().parent.parent / "cloud"
+    used = set()
+    for f in [*root.glob("templates/**/*.html"), *root.glob("console/*.py"),
+              root / "catalogue.py"]:
+        used |= set(re.findall(r"""\bt[r]?\(["']([a-z0-9_.]+[a-z0-9_])["']""", f.read_text()))
+    dynamic = [f"{p}{k}" for p, ks in (
+        ("cat.", ("adult", "child", "student", "pensioner", "partner_staff", "supported")),
+        ("cs.", ("in_slot", "on_shelf", "in_bin", "in_transit", "on_loan", "missing", "lost",
+                 "withdrawn")),
+        ("role.", ("administrator", "operator", "branch_staff")),
+        ("h.", ("waiting", "ready", "picked_up", "expired", "cancelled")),
+        ("led.", ("opening", "fine", "replacement", "payment", "waiver")),
+        ("m.st.", ("running", "done", "failed", "stalled")), ("tr.", ("home", "hold")),
+        ("login.", ("wrong", "locked", "disabled")), ("c.login.", ("wrong", "locked")),
+        ("a.st.", ("pending", "completed", "cancelled")), ("lang.", ("kk", "ru", "en")),
+        ("w.", ("machine", "branch")), ("st.dow.", tuple("0123456")),
+        ("n.p.", ("never", "offline", "silent", "faults", "clock", "lag", "outbox")),
+        ("c.renew.", ("no_renewals_left", "reserved", "blocked")),
+        ("j.bad.", ("name", "pin", "pin2", "year", "consent", "category", "branch")),
+        ("s.bad.", ("role", "password", "username", "branch", "self")),
+        ("a.bad.", ("card", "card_taken", "not_pending")))
+        for k in ks]
+    missing = sorted(k for k in used | set(dynamic) if not i18n.known(k))
+    assert not missing
+    for key in used:
+        assert all(i18n.t(key, lang).strip() for lang in i18n.LANGS), key
+
+
+def test_the_command_line_makes_console_logins(env) -> None:
+    from click.testing import CliRunner
+
+    from cloud import accounts
+    from kitap.cli import main as cli
+
+    url = f"sqlite:///{env['db']}"
+    args = ["admin", "--db", url, "staff-add", "zhanar", "--role", "branch_staff",
+            "--branch", "b-central", "--name", "Жанар Омарова", "--password", "long-password-1"]
+    out = CliRunner().invoke(cli, args)
+    assert out.exit_code == 0, out.output
+    cs.connect(url)
+    user = accounts.staff_login("zhanar", "long-password-1")
+    assert (user.role, user.branch, user.name) == ("branch_staff", "b-central", "Жанар Омарова")
+    assert cs.AuditEntry.get(cs.AuditEntry.target == "staff:zhanar").actor == "cli"
+    bad = CliRunner().invoke(cli, [*args[:6], "--branch", "nowhere", "--password", "x" * 12])
+    assert bad.exit_code != 0 and "branch" in bad.output
+    short = CliRunner().invoke(cli, [*args[:4], "someone", "--role", "operator",
+                                     "--password", "short"])
+    assert short.exit_code != 0 and "10 characters" in short.output
+
+
+def test_every_page_and_an_action_on_postgresql() -> None:
+    from cloud.app import create_app
+    from tests.cloud_fixtures import pg_database
+
+    with pg_database() as url:
+        handles = cd.seed(url, copies=600, readers=60)
+        app = create_app({"DATABASE_URL": url, "START_CONSUMER": False, "TESTING": True})
+        try:
+            client, token = login(app, cd.OPERATOR)
+            debtor = handles["debtors"][0]
+            copy = cs.Copy.select().first().barcode
+            for page in ("/console/", "/console/network/live", "/console/nodes/m-mega",
+                         "/console/nodes/b-central", "/console/inventory",
+                         f"/console/copies/{copy}", "/console/locations/m-almaly",
+                         "/console/debtors?node=m-mega&days=3&amount=10",
+                         "/console/overdue?format=csv", f"/console/readers/{debtor.card}",
+                         "/console/readers?q=a", "/console/exceptions", "/console/applications",
+                         "/console/stats?days=30", "/console/stats?days=7&node=b-central",
+                         "/console/restock", "/console/restock/m-mega", "/console/audit",
+                         "/catalogue/", "/catalogue/?q=абай", "/catalogue/titles/T00001"):
+                assert client.get(page).status_code == 200, page
+            from cloud.console import stats
+
+            st = stats.compute(30)
+            assert st.loans > 0 and sum(map(sum, st.hours)) > 0 and st.top_titles
+            client.post(f"/console/readers/{debtor.card}/block",
+                        data={"reason": "on postgres", "csrf": token})
+            assert cs.Reader.get_by_id(debtor.card).blocked_reason == "on postgres"
+        finally:
+            cs.db.close()
