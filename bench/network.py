@@ -14,6 +14,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -241,6 +242,26 @@ def catch_up(net: Network, traffic: Traffic, total: int, spy_out: Path | None = 
     return {"finished": True, "events": float(sum(len(v) for v in per_node.values())),
             "seconds": max(drained), "first_drained": min(drained),
             "last_connected": max(connected) if connected else float("nan")}
+
+
+def wait_cloud_idle(net: Network, timeout: float) -> float | None:
+    """Seconds until the cloud's ingest queue is empty twice in a row; None on timeout."""
+    t0 = time.monotonic()
+    empty = 0
+    while time.monotonic() - t0 < timeout:
+        code, _ = http_json("GET", net.cloud_url + "/healthz", timeout=30)
+        try:
+            with urllib.request.urlopen(net.cloud_url + "/metrics", timeout=30) as resp:  # noqa: S310
+                text = resp.read().decode()
+        except OSError:
+            text = ""
+        depth = next((float(line.split()[-1]) for line in text.splitlines()
+                      if line.startswith("kitap_cloud_ingest_queue_depth ")), None)
+        empty = empty + 1 if depth == 0 else 0
+        if empty >= 2:
+            return time.monotonic() - t0
+        time.sleep(1.0)
+    return None
 
 
 def wait_feed_current(net: Network, rev: int, timeout: float = FEED_TIMEOUT) -> float | None:

@@ -45,13 +45,15 @@ from edge.sync import BATCH_SIZE
 
 logger = logging.getLogger("bench")
 
-PARTS = ("apply", "network", "pg", "edge")
+PARTS = ("apply", "network", "catchup", "pg", "edge")
 PG_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 TARGET_CATCHUP_EVENTS = 20_000
 TARGET_BOOTSTRAP_READERS = 500_000
 # How long the nodes' feed may take to be current again after a catch-up before
 # the bench stops waiting and says so.
 FEED_AFTER_TIMEOUT = 300.0
+# How long the cloud may take to finish what a bootstrap left it before the catch-up.
+CLOUD_IDLE_TIMEOUT = 300.0
 
 
 @dataclass(frozen=True)
@@ -93,8 +95,10 @@ def _mb(mib: float) -> float:
 class Bench:
     """One run: the plan, the work directory, and the figures found so far."""
 
-    def __init__(self, plan: Plan, workdir: Path, pg_admin: str, parts: set[str]) -> None:
+    def __init__(self, plan: Plan, workdir: Path, pg_admin: str, parts: set[str],
+                 reuse: bool = False) -> None:
         self.plan, self.workdir, self.pg_admin, self.parts = plan, workdir, pg_admin, parts
+        self.reuse = reuse
         self.run = Run(plan.mode)
         self.run.shape = asdict(plan.shape)
         self.profiles = workdir / "profiles"
@@ -133,6 +137,12 @@ class Bench:
 
     def city_sqlite(self) -> None:
         """Generate the city in a fresh SQLite file (bound as the cloud store afterwards)."""
+        if self.reuse and (self.workdir / "city.db").exists():
+            say("reusing the city of the last run (--reuse)")
+            cs.connect(self.sqlite_url)
+            self.traffic = Traffic(self.plan.shape).load()
+            self.nodes = dict(self.traffic.kind)
+            return
         self._fresh_sqlite()
         fig = self.run.figure("generate_sqlite", "City generated, SQLite", "minutes")
 
@@ -232,6 +242,9 @@ class Bench:
 
             net.agents.start(dict(self.traffic.seq), cfeed.current_rev())
             nw.wait_feed_current(net, cfeed.current_rev(), timeout=120)
+            if "network" not in self.parts:   # the catch-up alone
+                self.catch_up(net)
+                return
 
             def propagate() -> None:
                 cards = [card(i) for i in range(7, self.plan.shape.readers, 997)
@@ -244,6 +257,12 @@ class Bench:
             self.measured(block, propagate)
             self.console(net)
             self.bootstrap(net)
+            # A bootstrap leaves the cloud answering the snapshot requests it
+            # repeated; the catch-up starts when that work is done.
+            idle = nw.wait_cloud_idle(net, CLOUD_IDLE_TIMEOUT)
+            self.run.notes.append(f"before the catch-up the cloud's queue took {idle:.0f} s "
+                                  "to empty" if idle is not None else "the catch-up started "
+                                  "with the cloud still busy (its queue did not empty)")
             self.catch_up(net)
         finally:
             net.stop()
@@ -448,11 +467,11 @@ class Bench:
         if busy:
             self.run.notes.append("other work on the machine at the start: " + "; ".join(busy))
         try:
-            if self.parts & {"apply", "network"}:
+            if self.parts & {"apply", "network", "catchup"}:
                 self.city_sqlite()
                 if "apply" in self.parts:
                     self.apply_figures("SQLite", "sqlite", broker=True)
-                if "network" in self.parts:
+                if self.parts & {"network", "catchup"}:
                     self.network()
             if "pg" in self.parts:
                 self.postgres()
@@ -477,8 +496,11 @@ class Bench:
 @click.option("--pg", "pg_admin", default=PG_ADMIN_URL, show_default=True,
               help="A PostgreSQL database to connect to; the bench creates and drops its own.")
 @click.option("--save/--no-save", default=True, help="Write the run to bench/results/.")
+@click.option("--reuse", is_flag=True,
+              help="Use the SQLite city the last run left in the work directory.")
 @click.option("-v", "--verbose", is_flag=True)
-def main(full: bool, only: str, workdir: str, pg_admin: str, save: bool, verbose: bool) -> None:
+def main(full: bool, only: str, workdir: str, pg_admin: str, save: bool, reuse: bool,
+         verbose: bool) -> None:
     """Measure kitap's figures against its targets and print the table."""
     logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -495,7 +517,7 @@ def main(full: bool, only: str, workdir: str, pg_admin: str, save: bool, verbose
             shutil.rmtree(wd / sub, ignore_errors=True)
     wd.mkdir(parents=True, exist_ok=True)
     say(f"{plan.mode} run ({', '.join(sorted(parts))}); work files in {wd}")
-    bench = Bench(plan, wd, pg_admin, parts)
+    bench = Bench(plan, wd, pg_admin, parts, reuse)
     try:
         run = bench.go()
     except (KeyboardInterrupt, SystemExit):

@@ -46,9 +46,17 @@ _local = threading.local()
 @contextmanager
 def transaction() -> Iterator[None]:
     """``db.atomic()`` whose feed changes are appended last, under the feed lock."""
-    if getattr(_local, "pending", None) is not None:
-        with s.db.atomic():  # nested: the outer transaction writes them
-            yield
+    pending = getattr(_local, "pending", None)
+    if pending is not None:
+        # Nested: the outer transaction writes them; a savepoint rolled back
+        # takes its changes with it.
+        mark = len(pending)
+        try:
+            with s.db.atomic():
+                yield
+        except BaseException:
+            del pending[mark:]
+            raise
         return
     _local.pending = []
     try:

@@ -2,6 +2,8 @@
 
 Each handler runs inside the ingest transaction, after the cursor said the
 event is the node's next one; copy facts go through cloud/reconcile.py instead.
+A handler may return the readers whose debts or figures it changed: ingest
+then brings them up to date and tells every node.
 """
 from __future__ import annotations
 
@@ -14,7 +16,7 @@ from cloud import store as s
 from edge import circulation
 from protocol.envelope import Event
 
-EventHandler = Callable[[s.Node, Event, datetime], None]
+EventHandler = Callable[[s.Node, Event, datetime], "set[str] | None"]
 HANDLERS: dict[str, EventHandler] = {}
 
 
@@ -61,20 +63,21 @@ def max_items(copy: str, category: str) -> int:
 
 
 @handles("fee.paid")
-def fee_paid(node: s.Node, ev: Event, now: datetime) -> None:
+def fee_paid(node: s.Node, ev: Event, now: datetime) -> set[str] | None:
     """Keep the payment; a fee lowers what the reader owes (a ledger line), maybe a block."""
     b = ev.body
     s.Payment.insert(id=b["payment_id"], reader=b["reader"], node=node.id, amount=b["amount"],
                      kind=b["kind"], description=b["description"],
                      paid_at=ev.ts).on_conflict_ignore().execute()
-    reader = s.Reader.get_or_none(s.Reader.card == b["reader"])
-    if reader is None:
+    if b["kind"] == "fee":
+        # Kept in the ledger even for a card the cloud does not know yet (its
+        # registration may arrive later from another node): the money was paid.
+        debts.pay(b["reader"], b["amount"], payment_id=b["payment_id"], node=node.id, now=now)
+    if s.Reader.get_or_none(s.Reader.card == b["reader"]) is None:
         _exception("payment_from_unknown_reader", node, ev,
                    f"{node.id} took {b['amount']} tiyn from card {b['reader']}, unknown here")
-        return
-    if b["kind"] == "fee":
-        # Ingest then brings the reader's debts and block up to date and tells the nodes.
-        debts.pay(b["reader"], b["amount"], payment_id=b["payment_id"], node=node.id, now=now)
+        return None
+    return {b["reader"]}
 
 
 @handles("reader.registered")
@@ -90,19 +93,28 @@ def reader_registered(node: s.Node, ev: Event, now: datetime) -> None:
                    f"{existing.name!r} (registered at {existing.registered_at or 'the cloud'})")
         return
     s.Reader.create(card=b["card"], name=b["name"], category=b["category"],
-                    pin_hash=b["pin_hash"], registered_at=node.id)
+                    pin_hash=b["pin_hash"], registered_at=node.id,
+                    fees_owed=debts.balance(b["card"]))  # a payment may have come first
     feed.reader_changed(b["card"])
 
 
 @handles("loan.renew")
-def loan_renew(node: s.Node, ev: Event, now: datetime) -> None:
-    """A loan's due date moved (corrected like a checkout's if the node's clock is wrong)."""
+def loan_renew(node: s.Node, ev: Event, now: datetime) -> set[str] | None:
+    """A loan's due date moved (corrected like a checkout's if the node's clock is wrong).
+
+    Its fines are owed anew: the renewal may reach the cloud after a return
+    elsewhere closed the loan and settled them with the old due date.
+    """
     b = ev.body
-    if not s.Loan.update(due=b["due"], due_node=b.get("due_node")).where(
-            s.Loan.id == b["loan_id"]).execute():
+    loan = s.Loan.get_or_none(s.Loan.id == b["loan_id"])
+    if loan is None:
         _exception("renewal_of_unknown_loan", node, ev,
                    f"{node.id} renewed loan {b['loan_id']} of copy {b['copy']}, "
                    "which the cloud has no record of", copy=b["copy"])
+        return None
+    s.Loan.update(due=b["due"], due_node=b.get("due_node"), fine_settled=False).where(
+        s.Loan.id == loan.id).execute()
+    return {loan.reader}
 
 
 @handles("hold.picked_up")

@@ -59,16 +59,26 @@ def assign(hold: s.Hold, now: datetime, touched: set[str] | None = None) -> None
     candidates = [reconcile.Candidate(c.barcode, c.status, c.location_node,
                                       kinds.get(c.location_node or ""), c.transit_to, c.home_node)
                   for c in rows]
-    best = reconcile.choose_copy(candidates, hold.pickup_node, kinds.get(hold.pickup_node, ""))
-    if best is None:
-        logger.info("hold %s for %s waits: no copy of %s free", hold.id, hold.reader,
-                    hold.title_id)
-        return
-    _set_aside(hold, s.Copy.get(s.Copy.barcode == best.barcode), kinds, now, touched)
+    while True:
+        best = reconcile.choose_copy(candidates, hold.pickup_node,
+                                     kinds.get(hold.pickup_node, ""))
+        if best is None:
+            logger.info("hold %s for %s waits: no copy of %s free", hold.id, hold.reader,
+                        hold.title_id)
+            return
+        # Locked, then checked again: another cloud process may have set it aside for
+        # another hold since we looked (it holds the same lock until it commits).
+        c = copies.copy_row(best.barcode)
+        if not s.Hold.select().where((s.Hold.copy == c.barcode) & (s.Hold.id != hold.id)
+                                     & s.Hold.status.in_(ACTIVE)).exists():
+            _set_aside(hold, c, kinds, now, touched)
+            return
+        candidates = [x for x in candidates if x.barcode != best.barcode]
 
 
 def _set_aside(hold: s.Hold, c: s.Copy, kinds: dict[str, str], now: datetime,
                touched: set[str] | None) -> None:
+    c = copies.copy_row(c.barcode)  # taken FOR UPDATE on PostgreSQL until we commit
     hold.copy = c.barcode
     pickup_kind = kinds.get(hold.pickup_node)
     if c.location_node != hold.pickup_node or c.status == "in_transit":
@@ -141,10 +151,10 @@ def settle_copy(barcode: str, now: datetime, touched: set[str] | None = None,
 
 def _settle_hold(h: s.Hold, c: s.Copy, kinds: dict[str, str], now: datetime,
                  touched: set[str] | None) -> None:
-    lent_to = None
+    lent_to = lent_at = None
     if c.status == "on_loan" and c.loan_id:
         loan = s.Loan.get_or_none(s.Loan.id == c.loan_id)
-        lent_to = loan.reader if loan else None
+        lent_to, lent_at = (loan.reader, loan.node) if loan else (None, None)
     effect = reconcile.hold_effect(copies.state(c), reader=h.reader, pickup=h.pickup_node,
                                    pickup_kind=kinds.get(h.pickup_node, "branch"),
                                    lent_to=lent_to)
@@ -159,9 +169,11 @@ def _settle_hold(h: s.Hold, c: s.Copy, kinds: dict[str, str], now: datetime,
         assign(h, now, touched)
         moved = f"moved to copy {h.copy}" if h.copy else "waits for another copy"
         s.StaffException.create(
-            kind="hold_copy_taken", node=h.pickup_node, seq=0, copy=c.barcode, created_at=now,
+            kind="hold_copy_taken" if lent_to else "hold_copy_gone",
+            node=lent_at or h.pickup_node, seq=0, copy=c.barcode, created_at=now,
             detail=f"copy {c.barcode}, set aside for {h.reader}'s hold {h.id} at "
-                   f"{h.pickup_node}, {why}; the hold {moved}")
+                   f"{h.pickup_node}, {why}" + (f" at {lent_at}" if lent_at else "")
+                   + f"; the hold {moved}")
     elif effect == "ready" and h.status != "ready":
         _make_ready(h, now)
     elif effect == "on_its_way" and h.status == "ready":

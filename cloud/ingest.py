@@ -173,10 +173,7 @@ def _apply(batch: _Batch, ev: Event) -> None:
             batch.copies.add(barcode)
         handler = HANDLERS.get(ev.type)
         if handler is not None:
-            handler(node, ev, batch.now)
-            # A payment, a renewal, a pickup: the reader's figures may have changed.
-            if isinstance(ev.body.get("reader"), str):
-                batch.readers.add(ev.body["reader"])
+            batch.readers.update(handler(node, ev, batch.now) or ())
         applied = bool(facts) or handler is not None
         if not applied:
             error = f"no handler for {ev.type}"

@@ -12,7 +12,7 @@ from typing import Any
 import click
 
 
-class Tenge(click.ParamType):
+class Tenge(click.ParamType[int]):
     """An amount in tenge, as tiyn."""
 
     name = "tenge"

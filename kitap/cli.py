@@ -233,7 +233,7 @@ def hold(card: str, title_id: str, pickup_node: str) -> None:
 @click.argument("key")
 @click.argument("value")
 def setting(key: str, value: str) -> None:
-    """Set a network-wide setting (offline_cap_after_hours, offline_cap_loans)."""
+    """Set a setting (offline_cap_loans, ...); cloud.* keys stay in the cloud (settings.py)."""
     from cloud import actions
 
     _act(actions.set_setting, key, value)

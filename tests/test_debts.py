@@ -84,6 +84,19 @@ def test_a_return_that_arrives_late_lowers_the_fine(today) -> None:
     assert debts.check_ledger() == []
 
 
+def test_a_renewal_that_reaches_the_cloud_after_the_return_still_counts(today) -> None:
+    """Renewed at b-a, then returned at b-b; b-b's link came back first."""
+    actions.set_fine_policy("*", per_day=10_000)
+    a = NodeLog("b-a", ago(30))
+    loan = a.lend("C1", "R1", today - timedelta(days=10))
+    NodeLog("b-b").take_back("C1", at=ago(1 / 24))
+    assert owed("R1") == 100_000                       # as far as the cloud knows
+    a.send("loan.renew", {"loan_id": loan, "copy": "C1", "reader": "R1",
+                          "due": today + timedelta(days=5)}, at=ago(2 / 24))
+    assert owed("R1") == 0                             # it was never overdue
+    assert debts.check_ledger() == []
+
+
 def test_payments_count_once_and_waivers_forgive(today) -> None:
     actions.set_fine_policy("*", per_day=10_000)
     b = NodeLog("b-a", ago(40))
@@ -101,6 +114,12 @@ def test_payments_count_once_and_waivers_forgive(today) -> None:
     assert debts.check_ledger() == []
     with pytest.raises(actions.ActionError):
         actions.waive("R9", 1, "nobody")
+    # A new reader pays at one branch before the card issued at another reaches the cloud.
+    b.send("fee.paid", {**paid, "payment_id": "P3", "reader": "N1", "amount": 5_000})
+    NodeLog("b-b", ago(1)).send("reader.registered", {"card": "N1", "name": "Жаңа",
+                                                      "category": "adult", "pin_hash": "x"})
+    assert owed("N1") == -5_000
+    assert debts.check_ledger() == []
 
 
 def test_discounts_apply_to_fines_only_where_configured(today) -> None:

@@ -132,6 +132,8 @@ def test_a_withdrawn_copy_moves_its_hold(fund) -> None:
     actions.withdraw("A1", "water damage")
     assert s.Copy.get_by_id("A1").status == "withdrawn"
     assert s.Hold.get_by_id(h.id).copy == "B1"
+    gone = s.StaffException.get(s.StaffException.kind == "hold_copy_gone")
+    assert "withdrawn" in gone.detail and "B1" in gone.detail
 
 
 def test_a_fixed_copy_returned_away_goes_home_unless_a_reader_wants_it_there(fund) -> None:

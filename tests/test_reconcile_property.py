@@ -46,7 +46,7 @@ def node_log(node: str, seed: int, start: datetime,
              n: int = EVENTS_PER_NODE) -> list[Event]:
     """What one node did offline: its own view of which copies it lent."""
     rng = random.Random(f"{node}/{seed}")
-    lent: dict[str, tuple[str, date]] = {}
+    lent: dict[str, tuple[str, date, str]] = {}   # copy -> loan, due, reader
     out: list[Event] = []
     offset = sorted(NODES).index(node) * 17          # seconds: no two nodes tick together
     step = timedelta(hours=20 * EVENTS_PER_NODE / n)
@@ -58,10 +58,10 @@ def node_log(node: str, seed: int, start: datetime,
             type_, body = "loan.return", {"copy": copy, "loan_id": lent.pop(copy)[0]}
         elif lent and r < 0.4:
             copy = rng.choice(sorted(lent))
-            loan_id, due = lent[copy]
-            lent[copy] = (loan_id, due + timedelta(days=14))
+            loan_id, due, reader = lent[copy]
+            lent[copy] = (loan_id, due + timedelta(days=14), reader)
             type_, body = "loan.renew", {"loan_id": loan_id, "copy": copy,
-                                         "reader": "R1", "due": lent[copy][1]}
+                                         "reader": reader, "due": lent[copy][1]}
         elif r < 0.5:
             type_, body = "fee.paid", {"payment_id": f"{node}-P{seq}", "reader":
                                        rng.choice(READERS), "amount": rng.randrange(100, 5_000),
@@ -73,9 +73,10 @@ def node_log(node: str, seed: int, start: datetime,
         else:
             copy = rng.choice([c for c in COPIES if c not in lent])
             due = ts.date() + timedelta(days=rng.choice([7, 21]))
-            lent[copy] = (f"{node}-L{seq}", due)
+            reader = rng.choice(READERS)
+            lent[copy] = (f"{node}-L{seq}", due, reader)
             type_, body = "loan.checkout", {"loan_id": f"{node}-L{seq}", "copy": copy,
-                                            "reader": rng.choice(READERS), "due": due}
+                                            "reader": reader, "due": due}
         hlc = f"{int(ts.timestamp() * 1000):013d}-00000"
         out.append(parse_envelope(make_envelope(node, seq, hlc, ts, type_, body)))
     return out
