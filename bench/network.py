@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import secrets
 import subprocess
 import sys
 import threading
@@ -37,6 +38,8 @@ FEED_TIMEOUT = 1800.0
 BOOTSTRAP_TIMEOUT = 420.0
 # A console page is asked at most this long (a slow page at city scale takes seconds).
 PAGE_SECONDS = 30.0
+# The cloud's API token for this run (the API needs one; made per run: nothing to leak).
+TOKEN = secrets.token_urlsafe(16)
 
 
 class Agents:
@@ -176,7 +179,8 @@ class Network:
         port = free_port()
         self.cloud = Process("cloud", kitap_command(
             "cloud", "--db", self.db_url, "--broker", f"127.0.0.1:{self.broker.port}",
-            "--http", f"127.0.0.1:{port}"), self.workdir / "cloud.log").start()
+            "--http", f"127.0.0.1:{port}"), self.workdir / "cloud.log",
+            env={"KITAP_API_TOKEN": TOKEN}).start()
         self.cloud_url = f"http://127.0.0.1:{port}"
         wait_http(self.cloud_url + "/healthz", timeout=120)
 
@@ -330,7 +334,8 @@ def console(base: str, barcodes: list[str], node: str, requests: int) -> dict[st
             if "{" in url:
                 break
             t = time.perf_counter()
-            status, _ = http_json("GET", base + "/api" + url.removeprefix("/api"), timeout=60)
+            status, _ = http_json("GET", base + "/api" + url.removeprefix("/api"), timeout=60,
+                                  token=TOKEN)
             times.append(time.perf_counter() - t)
             if status != 200:
                 logger.warning("console %s answered %d", url, status)

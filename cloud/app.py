@@ -31,6 +31,9 @@ DEFAULTS: dict[str, Any] = {
     # export is a few hundred MB); kept in IMPORT_DIR (None: the system's temp dir).
     "MAX_CONTENT_LENGTH": 1024 * 1024 * 1024,
     "IMPORT_DIR": None,
+    # The JSON API's token for integrations and scripts (KITAP_API_TOKEN, sent as
+    # "Authorization: Bearer ..."); None: only console sessions reach the API.
+    "API_TOKEN": None,
 }
 
 
@@ -47,8 +50,9 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     if config:
         app.config.from_mapping(config)
     store.connect(app.config["DATABASE_URL"])
+    app.config["API_TOKEN"] = _text(app.config["API_TOKEN"])
     api = Api(app)
-    api.register_blueprint(web.api)
+    web.register(api)
     app.register_blueprint(web.pages)
     console.init_app(app)
     if app.config["START_CONSUMER"]:

@@ -1,25 +1,94 @@
 """The cloud's JSON API (summary, a copy's place, open loans), health and metrics.
 
-The pages people use are the ops console (``/console``, cloud/console/) and the
-readers' catalogue (``/catalogue``, cloud/catalogue.py); ``/`` leads to the catalogue.
+The API is for staff and integrations: a console session (operator or
+administrator; branch staff only for the summary, which names no reader) or the
+cloud's API token (``KITAP_API_TOKEN``, sent as ``Authorization: Bearer ...``).
+Health and metrics stay open, as on the nodes. The pages people use are the ops
+console (``/console``, cloud/console/) and the readers' catalogue
+(``/catalogue``, cloud/catalogue.py); ``/`` leads to the catalogue.
 """
 from __future__ import annotations
 
+import functools
+import hmac
 import json
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from flask import Blueprint as FlaskBlueprint
-from flask import Response, redirect, url_for
+from flask import Response, current_app, redirect, request, url_for
 from flask.views import MethodView
-from flask_smorest import Blueprint, abort
+from flask_smorest import Api, Blueprint, abort
 from peewee import fn
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from cloud import store as s
+from cloud.console import auth
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 api = Blueprint("network", __name__, url_prefix="/api",
                 description="The network as the cloud sees it")
 pages = FlaskBlueprint("cloud_pages", __name__)
+
+# The OpenAPI security schemes: the token, or the console's session cookie.
+TOKEN_SCHEME, SESSION_SCHEME = "apiToken", "consoleSession"
+SECURITY: list[dict[str, list[str]]] = [{TOKEN_SCHEME: []}, {SESSION_SCHEME: []}]
+# The refusals flask-smorest has a response (with the error schema) for.
+RESPONSES = {401: "UNAUTHORIZED", 403: "FORBIDDEN", 404: "NOT_FOUND"}
+
+
+def register(flask_api: Api) -> None:
+    """Add this API and its security schemes to the app's spec."""
+    flask_api.spec.components.security_scheme(
+        TOKEN_SCHEME, {"type": "http", "scheme": "bearer",
+                       "description": "The cloud's API token (KITAP_API_TOKEN)."})
+    flask_api.spec.components.security_scheme(
+        SESSION_SCHEME, {"type": "apiKey", "in": "cookie", "name": "session",
+                         "description": "A logged-in ops console session (/console/login)."})
+    flask_api.register_blueprint(api)
+
+
+def token_ok() -> bool:
+    """True if the request carries the cloud's API token (none configured: never)."""
+    token = current_app.config.get("API_TOKEN")
+    header = request.headers.get("Authorization", "")
+    if not token or not header.startswith("Bearer "):
+        return False
+    # As bytes: a header may carry any character, compare_digest takes only ASCII str.
+    return hmac.compare_digest(header[7:].encode(), str(token).encode())
+
+
+def staff_or_token(role: str) -> Callable[[F], F]:
+    """401 unless the API token or a console session comes with the request; 403 below ``role``."""
+    def deco(fn: F) -> F:
+        @functools.wraps(fn)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            if token_ok():
+                return fn(*args, **kwargs)
+            who = auth.current()
+            if who is None:
+                abort(401, message="Log in to the ops console, or send the cloud's API "
+                                   "token (Authorization: Bearer ...).",
+                      headers={"WWW-Authenticate": "Bearer"})
+            elif not who.at_least(role):
+                abort(403, message="This lists readers of every branch: operators and "
+                                   "administrators only.")
+            return fn(*args, **kwargs)
+        return wrapper  # type: ignore[return-value]
+    return deco
+
+
+def _documented(role: str, *refusals: int) -> Callable[[F], F]:
+    """The access check, with it and the view's other ``refusals`` in the OpenAPI spec."""
+    codes = [401, *([403] if role != "branch_staff" else []), *refusals]
+
+    def deco(fn: F) -> F:
+        fn = staff_or_token(role)(fn)
+        for code in codes:
+            fn = api.alt_response(code, response=RESPONSES[code])(fn)
+        return api.doc(security=SECURITY)(fn)  # type: ignore[no-any-return]
+    return deco
 
 
 def summary() -> dict[str, Any]:
@@ -58,6 +127,7 @@ def summary() -> dict[str, Any]:
 class OpenLoansView(MethodView):
     """Every open loan."""
 
+    @_documented("operator")
     def get(self) -> Any:
         """Open loans as (copy, reader, node, due), oldest first."""
         rows = (s.Loan.select().where(s.Loan.returned_at.is_null())
@@ -70,6 +140,7 @@ class OpenLoansView(MethodView):
 class SummaryView(MethodView):
     """The network in numbers."""
 
+    @_documented("branch_staff")
     def get(self) -> Any:
         """Nodes, events applied, open loans per location, open exceptions."""
         return summary()
@@ -79,6 +150,7 @@ class SummaryView(MethodView):
 class CopyView(MethodView):
     """Where one copy is."""
 
+    @_documented("operator", 404)
     def get(self, barcode: str) -> Any:
         """The copy's place and its loans, newest first."""
         c = s.Copy.get_or_none(s.Copy.barcode == barcode)

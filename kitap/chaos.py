@@ -147,7 +147,8 @@ class Chaos:
         self.cloud = Process("cloud", kitap_command(
             "cloud", "--db", f"sqlite:///{self.cloud_db}",
             "--broker", f"127.0.0.1:{self.broker.port}", "--http", f"127.0.0.1:{port}",
-            "--credentials", str(self.auth / "cloud.env")), self.dir / "cloud.log").start()
+            "--credentials", str(self.auth / "cloud.env")), self.dir / "cloud.log",
+            env={"KITAP_API_TOKEN": TOKEN}).start()
         self.cloud_url = f"http://127.0.0.1:{port}"
         wait_http(self.cloud_url + "/healthz", 30)
 
@@ -336,7 +337,8 @@ class Chaos:
     def _converge(self) -> bool:
         def done() -> bool:
             applied = {n["id"]: n["applied_seq"] for n in
-                       http_json("GET", self.cloud_url + "/api/summary", timeout=3)[1]["nodes"]}
+                       http_json("GET", self.cloud_url + "/api/summary", timeout=3,
+                                 token=TOKEN)[1]["nodes"]}
             for site in self.sites.values():
                 st = self._status(site)
                 if not st or st["outbox_depth"] or applied.get(site.spec.id) != st["last_seq"]:

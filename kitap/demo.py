@@ -122,7 +122,7 @@ class Demo:
         self._spawn("cloud", kitap_command(
             "cloud", "--db", f"sqlite:///{self.workdir / 'cloud.db'}",
             "--broker", f"127.0.0.1:{self.broker.port}", "--http", f"127.0.0.1:{cport}",
-            "--credentials", str(self.auth / "cloud.env")))
+            "--credentials", str(self.auth / "cloud.env")), env={"KITAP_API_TOKEN": self.token})
         self.cloud_url = f"http://127.0.0.1:{cport}"
         for site in self.sites.values():
             self._start_site(site)
@@ -186,8 +186,8 @@ class Demo:
                 (self.workdir / f"{site.spec.id}-sim.json").write_text(
                     json.dumps({"slots": slots, "bin": [], "bin_capacity": 1000}))
 
-    def _spawn(self, name: str, argv: list[str]) -> Process:
-        p = Process(name, argv, self.workdir / f"{name}.log").start()
+    def _spawn(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> Process:
+        p = Process(name, argv, self.workdir / f"{name}.log", env=env).start()
         self.procs.append(p)
         return p
 
@@ -387,7 +387,7 @@ class Demo:
 
     def summary(self, converged: bool) -> bool:
         """Print events published, acknowledged and applied, loans open, per location."""
-        cloud = http_json("GET", self.cloud_url + "/api/summary", timeout=5)[1]
+        cloud = http_json("GET", self.cloud_url + "/api/summary", timeout=5, token=self.token)[1]
         by_node = {n["id"]: n for n in cloud["nodes"]}
         print()
         print("node         kind     published  acknowledged  applied  loans open  copies here")
@@ -405,7 +405,8 @@ class Demo:
                  else "NOT CONVERGED: some events are still waiting in an outbox."))
         # The readers' own record is the oracle: the cloud must agree with it.
         mine = {(ln.copy, ln.reader) for ln in self.loans}
-        open_loans = http_json("GET", self.cloud_url + "/api/loans/open", timeout=5)[1]
+        open_loans = http_json("GET", self.cloud_url + "/api/loans/open", timeout=5,
+                               token=self.token)[1]
         theirs = {(ln["copy"], ln["reader"]) for ln in open_loans}
         if mine == theirs:
             print(f"the cloud agrees with the readers: the same {len(mine)} loans are open.")

@@ -91,7 +91,7 @@ class Network:
         p = Process("cloud", kitap_command(
             "cloud", "--db", db_url, "--broker", f"127.0.0.1:{self.broker.port}",
             "--http", f"127.0.0.1:{port}"), self.tmp / f"cloud-{port}.log",
-            env=self._creds("kitap-cloud")).start()
+            env={"KITAP_API_TOKEN": TOKEN, **self._creds("kitap-cloud")}).start()
         self.procs.append(p)
         url = f"http://127.0.0.1:{port}"
         wait_http(url + "/healthz")

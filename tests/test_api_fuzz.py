@@ -69,11 +69,16 @@ def test_cloud_api_never_fails(tmp_path_factory: pytest.TempPathFactory) -> None
     from cloud.app import create_app
 
     path = tmp_path_factory.mktemp("fuzz-cloud") / "cloud.db"
-    app = create_app({"DATABASE_URL": f"sqlite:///{path}", "START_CONSUMER": False})
+    app = create_app({"DATABASE_URL": f"sqlite:///{path}", "START_CONSUMER": False,
+                      "API_TOKEN": TOKEN})
 
     def check(case) -> None:
-        response = case.call()
+        response = case.call(headers={"Authorization": f"Bearer {TOKEN}"})
         assert response.status_code < 500, (case.method, case.path, response.text[:300])
+        # Without the token (or a console login) nothing is told, and the refusal says why.
+        anonymous = case.call(headers={"Authorization": "Bearer not-the-token"})
+        assert anonymous.status_code == 401, (case.method, case.path, anonymous.text[:300])
+        assert anonymous.json()["message"]
     try:
         assert _fuzz(app, check) >= 3
     finally:

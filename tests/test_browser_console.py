@@ -17,11 +17,11 @@ from typing import Any
 
 import pytest
 
-from kitap.procs import Mosquitto, http_json, start_firmware_sim, wait_for
+from kitap.procs import Mosquitto, start_firmware_sim, wait_for
 from tests import browser as pw
 from tests import console_data as cd
 from tests.browser import DESK, expect, open_page, screenshot
-from tests.conftest import Network
+from tests.conftest import Network, api
 
 pytestmark = pytest.mark.integration
 
@@ -67,7 +67,7 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
             net.edge(node, "branch", tmp / f"{node}.db")
 
         def all_online() -> bool:
-            nodes = http_json("GET", cloud + "/api/summary", timeout=5)[1]["nodes"]
+            nodes = api("GET", cloud + "/api/summary")[1]["nodes"]
             return all(n["online"] for n in nodes)
         wait_for(all_online, 40, interval=0.3, what="every node online in the cloud")
         yield Live(cloud, tmp / "cloud.db", net, handles["debtors"])

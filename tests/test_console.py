@@ -18,6 +18,7 @@ import pytest
 
 from cloud import store as cs
 from tests import console_data as cd
+from tests.conftest import TOKEN
 
 
 @pytest.fixture(scope="module")
@@ -36,7 +37,7 @@ def env(template_db: dict[str, Any], tmp_path: Path) -> Iterator[dict[str, Any]]
     db = tmp_path / "cloud.db"
     shutil.copy(template_db["path"], db)
     app = create_app({"DATABASE_URL": f"sqlite:///{db}", "START_CONSUMER": False,
-                      "TESTING": True})
+                      "TESTING": True, "API_TOKEN": TOKEN})
     yield {"app": app, "db": db, **template_db}
     cs.db.close()
 
@@ -165,6 +166,33 @@ def test_reader_actions_reach_the_feed_and_the_audit_trail(env) -> None:
                                                    "hold.cancel", "reader.unblock")]
     page = client.get(f"/console/readers/{debtor.card}").get_data(as_text=True)
     assert "reader.waive" in page and debtor.name in page
+
+
+def test_the_json_api_answers_operators_and_the_token_only(env) -> None:
+    copy = cs.Copy.select().where(cs.Copy.status == "on_loan").first().barcode
+    urls = ("/api/loans/open", "/api/summary", f"/api/copies/{copy}")
+    anonymous = new_client(env["app"])
+    for url in urls:
+        r = anonymous.get(url)
+        assert r.status_code == 401 and "API token" in r.get_json()["message"], url
+        assert anonymous.get(url, headers={"Authorization": "Bearer guess"}).status_code == 401
+        assert anonymous.get(url, headers={"Authorization": f"Bearer {TOKEN}"}).status_code \
+            == 200, url
+    # Branch staff see the network in numbers, not every branch's readers.
+    branch, _ = login(env["app"], cd.BRANCH)
+    for url in urls[::2]:
+        r = branch.get(url)
+        assert r.status_code == 403 and r.get_json()["message"], url
+    assert branch.get("/api/summary").status_code == 200
+    operator, _ = login(env["app"], cd.OPERATOR)
+    loans = operator.get("/api/loans/open").get_json()
+    assert {(ln["copy"], ln["reader"]) for ln in loans} == set(
+        cs.Loan.select(cs.Loan.copy, cs.Loan.reader).where(cs.Loan.returned_at.is_null())
+        .tuples())
+    assert operator.get(f"/api/copies/{copy}").get_json()["status"] == "on_loan"
+    spec = anonymous.get("/api/openapi.json").get_json()
+    assert spec["components"]["securitySchemes"]["apiToken"]["scheme"] == "bearer"
+    assert {"401", "403"} <= set(spec["paths"]["/api/loans/open"]["get"]["responses"])
 
 
 def test_debtors_and_overdue_lists_filter_and_export_csv(env) -> None:
