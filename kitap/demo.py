@@ -105,6 +105,8 @@ class Demo:
         self.hold: tuple[str, str, str | None] | None = None
         self.desk_password = secrets.token_urlsafe(9)
         self.operator_password = secrets.token_urlsafe(12)
+        # A reader for a person to sign in to the catalogue as; the scenes never block them.
+        self.sample_reader = self.data.readers[0]
         # Unix socket paths are limited to ~100 bytes: keep them short.
         self.sockdir = Path(tempfile.mkdtemp(prefix="kitap-demo-"))
 
@@ -137,10 +139,18 @@ class Demo:
         say(f"cloud:  {self.cloud_url}/   (the readers' catalogue; staff: /console/)")
         for site in self.sites.values():
             say(f"{site.spec.kind:7s} {site.spec.id}: {site.url}/   ({site.spec.name})")
-        say(f"desk login at b-central: user 'desk', password '{self.desk_password}'")
-        say(f"ops console: {self.cloud_url}/console/   user 'operator', password "
-            f"'{self.operator_password}'")
+        for line in self.sign_ins():
+            say(line)
         say(f"logs and databases: {self.workdir}/")
+
+    def sign_ins(self) -> list[str]:
+        """The logins a person can try the demo's pages with."""
+        r = self.sample_reader
+        return [f"desk login at b-central: user 'desk', password '{self.desk_password}'",
+                f"ops console: {self.cloud_url}/console/   user 'operator', password "
+                f"'{self.operator_password}'",
+                f"readers' catalogue: {self.cloud_url}/catalogue/login   card {r.card}, "
+                f"PIN {r.pin} ({r.name}; the same card and PIN work at the machines)"]
 
     def _bootstrapped(self, site: Site) -> dict[str, Any] | None:
         st = http_json("GET", site.url + "/api/status", timeout=2)[1]
@@ -151,8 +161,11 @@ class Demo:
 
         titles = [{"id": t.id, "title": t.title, "author": t.author, "isbn": t.isbn,
                    "language": t.language, "item_type": t.item_type} for t in self.data.titles]
-        readers = [{"card": r.card, "name": r.name, "category": r.category}
-                   for r in self.data.readers]
+        from cloud import accounts, marc
+
+        # Every reader can sign in to the catalogue (and at a machine) with their PIN.
+        readers = [{"card": r.card, "name": r.name, "category": r.category,
+                    "pin_hash": accounts.hash_pin(r.pin)} for r in self.data.readers]
         cs.connect(f"sqlite:///{self.workdir / 'cloud.db'}")
         cs.seed(
             nodes=[{"id": n.id, "kind": n.kind, "name": n.name} for n in self.data.nodes],
@@ -163,8 +176,6 @@ class Demo:
                      "status": "in_slot" if c.slot is not None else "on_shelf"}
                     for c in self.data.copies])
         # The catalogue goes in the way a library's own does: a MARC 21 file, imported.
-        from cloud import accounts, marc
-
         mrc = self.workdir / "catalogue.mrc"
         marc.write_file([{**t, "year": x.year} for t, x in
                          zip(titles, self.data.titles, strict=True)], mrc)
@@ -302,7 +313,7 @@ class Demo:
         """The cloud blocks a debtor; at a machine a moment later, the card is refused."""
         from cloud import actions
 
-        reader = self.rng.choice(self.data.readers)
+        reader = self.rng.choice([r for r in self.data.readers if r != self.sample_reader])
         self._cloud_db()
         actions.block(reader.card, "3 books overdue")
         say(f"** the cloud blocks {reader.name} ({reader.card}): 3 books overdue")
