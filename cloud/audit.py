@@ -6,6 +6,8 @@ back nor misses one that was kept. Entries are never updated or deleted here.
 """
 from __future__ import annotations
 
+import getpass
+import socket
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -24,6 +26,22 @@ def record(actor: str, action: str, target: str = "", detail: str = "", *, role:
         at=at or s.utcnow(), actor=actor, role=role, action=action, target=target,
         detail=detail[:2000], node=node, ip=ip)
     return entry
+
+
+def os_user() -> str:
+    """Who runs this command, on which machine (``asel@ops-1``)."""
+    try:
+        user = getpass.getuser()
+    except (OSError, KeyError):   # no login name in the environment nor in passwd
+        user = "unknown"
+    return f"{user}@{socket.gethostname()}"
+
+
+def record_cli(action: str, target: str = "", detail: str = "", *,
+               node: str | None = None) -> s.AuditEntry:
+    """An action taken with ``kitap admin``: actor "cli", and the OS user who ran it."""
+    by = f"OS user {os_user()}"
+    return record("cli", action, target, f"{detail} · {by}" if detail else by, node=node)
 
 
 @dataclass(frozen=True)

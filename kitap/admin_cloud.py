@@ -2,9 +2,12 @@
 
 Amounts are typed in tenge (``12.50``) and kept in tiyn. Each command acts on
 the store ``kitap admin --db URL`` bound; nodes learn the outcome from the feed.
+A staff decision made here goes to the audit trail like one made in the console
+(actor ``cli``, with the OS user who ran it), in the same transaction.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import date
 from decimal import Decimal, InvalidOperation
 from typing import Any
@@ -34,13 +37,24 @@ class Tenge(click.ParamType[int]):
 TENGE = Tenge()
 
 
-def _act(fn: Any, *args: Any, **kwargs: Any) -> Any:
+def act(fn: Callable[..., Any], *args: Any, action: str, target: str,
+        detail: str | Callable[[Any], str] = "", node: str | None = None) -> Any:
+    """Run a ``cloud.actions`` function and its audit entry in one transaction.
+
+    ``detail`` may be a function of the action's result (a new hold's id). A
+    refusal (``ActionError``) changes nothing and becomes the command's error.
+    """
+    from cloud import audit, feed
     from cloud.actions import ActionError
 
     try:
-        return fn(*args, **kwargs)
+        with feed.transaction():
+            result = fn(*args)
+            audit.record_cli(action, target, detail(result) if callable(detail) else detail,
+                             node=node)
     except ActionError as exc:
         raise click.ClickException(str(exc)) from exc
+    return result
 
 
 @click.command("overdue-run")
@@ -95,7 +109,8 @@ def waive(card: str, amount: int, reason: str) -> None:
     """Forgive part of a reader's debt (AMOUNT in tenge)."""
     from cloud import actions, fines
 
-    _act(actions.waive, card, amount, reason)
+    act(actions.waive, card, amount, reason, action="reader.waive", target=f"reader:{card}",
+        detail=f"{amount / 100:.2f} KZT: {reason}")
     click.echo(f"waived {fines.tenge(amount)} for {card}: {reason}")
 
 
@@ -110,7 +125,9 @@ def fine_policy(item_type: str, per_day: int, cap: int | None, grace_days: int,
     """Set the fines for an item type ("*": any)."""
     from cloud import actions
 
-    _act(actions.set_fine_policy, item_type, per_day, cap, grace_days, replacement)
+    act(actions.set_fine_policy, item_type, per_day, cap, grace_days, replacement,
+        action="fines.set", target=f"fines:{item_type}",
+        detail=f"per day {per_day}, cap {cap}, grace {grace_days}, replacement {replacement}")
     click.echo(f"fines for {item_type}: {per_day / 100:.2f}/day, cap "
                f"{'none' if cap is None else f'{cap / 100:.2f}'}, {grace_days} days grace, "
                f"replacement {replacement / 100:.2f}")
@@ -124,7 +141,8 @@ def discount(category: str, kind: str, percent: int) -> None:
     """Set a reader category's discount on a kind of charge (membership, service, fine...)."""
     from cloud import actions
 
-    _act(actions.set_discount, category, kind, percent)
+    act(actions.set_discount, category, kind, percent, action="discount.set",
+        target=f"discount:{category}/{kind}", detail=f"{percent} %")
     click.echo(f"{category}: {percent} % off {kind}")
 
 
@@ -137,7 +155,8 @@ def collection(collection_id: str, floating: bool, name: str) -> None:
     """Set a collection's return policy."""
     from cloud import actions
 
-    _act(actions.set_collection, collection_id, floating, name)
+    act(actions.set_collection, collection_id, floating, name, action="collection.set",
+        target=f"collection:{collection_id}", detail="floating" if floating else "fixed")
     click.echo(f"collection {collection_id}: {'floating' if floating else 'fixed'}")
 
 
@@ -148,7 +167,8 @@ def withdraw(barcode: str, reason: str) -> None:
     """Take a copy out of the fund."""
     from cloud import actions
 
-    _act(actions.withdraw, barcode, reason)
+    act(actions.withdraw, barcode, reason, action="copy.withdraw", target=f"copy:{barcode}",
+        detail=reason)
     click.echo(f"copy {barcode} withdrawn: {reason}")
 
 

@@ -184,15 +184,6 @@ def admin(ctx: click.Context, database_url: str) -> None:
     ctx.call_on_close(store.db.close)
 
 
-def _act(fn: Any, *args: Any) -> None:
-    from cloud.actions import ActionError
-
-    try:
-        fn(*args)
-    except ActionError as exc:
-        raise click.ClickException(str(exc)) from exc
-
-
 @admin.command()
 @click.argument("card")
 @click.option("--reason", required=True, help="Shown to the reader and to staff.")
@@ -200,7 +191,8 @@ def block(card: str, reason: str) -> None:
     """Block a reader everywhere."""
     from cloud import actions
 
-    _act(actions.block, card, reason)
+    admin_cloud.act(actions.block, card, reason, action="reader.block",
+                    target=f"reader:{card}", detail=reason)
     click.echo(f"blocked {card}: {reason}")
 
 
@@ -210,7 +202,7 @@ def unblock(card: str) -> None:
     """Lift a reader's block everywhere."""
     from cloud import actions
 
-    _act(actions.unblock, card)
+    admin_cloud.act(actions.unblock, card, action="reader.unblock", target=f"reader:{card}")
     click.echo(f"unblocked {card}")
 
 
@@ -222,10 +214,9 @@ def hold(card: str, title_id: str, pickup_node: str) -> None:
     """Reserve a title for a reader, to collect at a machine or branch."""
     from cloud import actions
 
-    try:
-        h = actions.place_hold(card, title_id, pickup_node)
-    except actions.ActionError as exc:
-        raise click.ClickException(str(exc)) from exc
+    h = admin_cloud.act(actions.place_hold, card, title_id, pickup_node, action="hold.place",
+                        target=f"reader:{card}", node=pickup_node,
+                        detail=lambda h: f"{title_id} at {pickup_node} ({h.id})")
     click.echo(f"hold {h.id}: {h.status}" + (f", copy {h.copy} set aside" if h.copy else ""))
 
 
@@ -236,7 +227,8 @@ def setting(key: str, value: str) -> None:
     """Set a setting (offline_cap_loans, ...); cloud.* keys stay in the cloud (settings.py)."""
     from cloud import actions
 
-    _act(actions.set_setting, key, value)
+    admin_cloud.act(actions.set_setting, key, value, action="setting.set",
+                    target=f"setting:{key}", detail=value)
     click.echo(f"{key} = {value}")
 
 
@@ -251,7 +243,9 @@ def policy(item_type: str, category: str, loan_days: int, max_items: int,
     """Set a loan policy row ("*" for any item type or category)."""
     from cloud import actions
 
-    _act(actions.set_policy, item_type, category, loan_days, max_items, renewals)
+    admin_cloud.act(actions.set_policy, item_type, category, loan_days, max_items, renewals,
+                    action="policy.set", target=f"policy:{item_type}/{category}",
+                    detail=f"{loan_days} days, {max_items} items, {renewals} renewals")
     click.echo(f"policy {item_type}/{category}: {loan_days} days, {max_items} items, "
                f"{renewals} renewals")
 
@@ -273,8 +267,8 @@ def staff_add_cloud(username: str, role: str, branch: str | None, name: str,
     try:
         with cs.db.atomic():
             user = accounts.add_staff(username, password, role, branch, name)
-            audit.record("cli", "staff.save", f"staff:{username}", f"role {role}",
-                         node=user.branch)
+            audit.record_cli("staff.save", f"staff:{username}", f"role {role}",
+                             node=user.branch)
     except accounts.AccountError as exc:
         raise click.ClickException(str(exc)) from exc
     click.echo(f"console login {username} ({role}{', ' + branch if branch else ''}) saved")
@@ -286,7 +280,8 @@ def marc_import(path: str) -> None:
     """Import a MARC 21 file (ISO 2709 or MARCXML) into the catalogue."""
     from pathlib import Path
 
-    from cloud import marc
+    from cloud import audit, marc
+    from cloud import store as cs
 
     file = Path(path)
     with click.progressbar(length=file.stat().st_size, label=f"importing {file.name}",
@@ -298,8 +293,12 @@ def marc_import(path: str) -> None:
             seen[0] = done
 
         result = marc.import_file(file, progress)
-    click.echo(f"{result.records} records: {result.created} new titles, {result.updated} "
+    summary = (f"{result.records} records: {result.created} new titles, {result.updated} "
                f"updated, {result.errors} skipped")
+    # The import commits batch by batch; its entry follows the last one.
+    with cs.db.atomic():
+        audit.record_cli("marc.import", f"file:{file.name}", summary)
+    click.echo(summary)
     for line in result.messages:
         click.echo(f"  {line}")
 
