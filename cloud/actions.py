@@ -12,7 +12,15 @@ HOLD_DAYS = int(settings.DEFAULTS["cloud.hold_days"])
 
 
 class ActionError(Exception):
-    """An action refused, with a reason for the person who asked."""
+    """An action refused, with a reason for the person who asked.
+
+    ``code`` names the reason for pages that say it in the reader's language
+    (``act.<code>`` in cloud/console/words.py); the message is the English one.
+    """
+
+    def __init__(self, message: str, code: str = "refused") -> None:
+        super().__init__(message)
+        self.code = code
 
 
 def block(card: str, reason: str) -> None:
@@ -21,7 +29,7 @@ def block(card: str, reason: str) -> None:
     with feed.transaction():
         reader = s.Reader.get_or_none(s.Reader.card == card)
         if reader is None:
-            raise ActionError(f"no reader with card {card}")
+            raise ActionError(f"no reader with card {card}", "no_reader")
         s.Reader.update(blocked_reason=reason, blocked_by="staff", blocked_at=now).where(
             s.Reader.card == card).execute()
         if not reader.blocked_reason:
@@ -36,7 +44,7 @@ def unblock(card: str) -> None:
     with feed.transaction():
         if not s.Reader.update(blocked_reason=None, blocked_by=None, blocked_at=None).where(
                 s.Reader.card == card).execute():
-            raise ActionError(f"no reader with card {card}")
+            raise ActionError(f"no reader with card {card}", "no_reader")
         feed.reader_changed(card)
 
 
@@ -44,14 +52,14 @@ def place_hold(reader: str, title_id: str, pickup_node: str) -> s.Hold:
     """Reserve a title for a reader at a pickup node; a copy is set aside there or sent."""
     with feed.transaction():
         if s.Reader.get_or_none(s.Reader.card == reader) is None:
-            raise ActionError(f"no reader with card {reader}")
+            raise ActionError(f"no reader with card {reader}", "no_reader")
         if s.Title.get_or_none(s.Title.id == title_id) is None:
-            raise ActionError(f"no title {title_id}")
+            raise ActionError(f"no title {title_id}", "no_title")
         if s.Node.get_or_none(s.Node.id == pickup_node) is None:
-            raise ActionError(f"no node {pickup_node}")
+            raise ActionError(f"no node {pickup_node}", "no_node")
         if s.Hold.select().where((s.Hold.reader == reader) & (s.Hold.title_id == title_id)
                                  & s.Hold.status.in_(holds.ACTIVE)).exists():
-            raise ActionError(f"{reader} already has a hold on {title_id}")
+            raise ActionError(f"{reader} already has a hold on {title_id}", "already_held")
         return holds.create(reader, title_id, pickup_node)
 
 
@@ -60,7 +68,7 @@ def cancel_hold(hold_id: str) -> None:
     with feed.transaction():
         h = s.Hold.get_or_none(s.Hold.id == hold_id)
         if h is None or h.status not in holds.ACTIVE:
-            raise ActionError(f"no open hold {hold_id}")
+            raise ActionError(f"no open hold {hold_id}", "no_hold")
         holds.cancel(h)
 
 
@@ -113,11 +121,11 @@ def set_collection(collection_id: str, floating: bool, name: str = "") -> None:
 def waive(card: str, amount: int, reason: str) -> None:
     """Forgive part of a reader's debt (tiyn); a block by threshold lifts if they drop below."""
     if amount <= 0:
-        raise ActionError("a waiver is a positive amount in tiyn")
+        raise ActionError("a waiver is a positive amount in tiyn", "bad_amount")
     try:
         debts.waive(card, amount, reason)
     except ValueError as exc:
-        raise ActionError(str(exc)) from exc
+        raise ActionError(str(exc), "no_reader") from exc
 
 
 def withdraw(barcode: str, reason: str) -> None:
@@ -126,9 +134,10 @@ def withdraw(barcode: str, reason: str) -> None:
     with feed.transaction():
         c = s.Copy.get_or_none(s.Copy.barcode == barcode)
         if c is None:
-            raise ActionError(f"no copy {barcode}")
+            raise ActionError(f"no copy {barcode}", "no_copy")
         if c.status == "on_loan":
-            raise ActionError(f"copy {barcode} is on loan; withdraw it once it is back")
+            raise ActionError(f"copy {barcode} is on loan; withdraw it once it is back",
+                              "on_loan")
         touched: set[str] = set()
         copies.apply_cloud_fact(barcode, "cloud.withdrawn", {"reason": reason}, now, touched)
         holds.settle_copy(barcode, now, touched)

@@ -18,7 +18,7 @@ from peewee import InterfaceError, OperationalError, fn
 
 from cloud import accounts, actions, audit, catalogue_search, settings
 from cloud import store as s
-from cloud.console.common import csrf_token, install, local_path, tr, writing
+from cloud.console.common import busy_words, csrf_token, install, local_path, tr, writing
 
 bp = Blueprint("catalogue", __name__, url_prefix="/catalogue")
 install(bp)
@@ -155,13 +155,15 @@ def login() -> Any:
     nxt = request.values.get("next", "")
     if not local_path(nxt, "/catalogue"):
         nxt = url_for("catalogue.account")
-    error = ""
+    error, status = "", 200
     if request.method == "POST":
         try:
             r = accounts.reader_login(request.form.get("card", ""), request.form.get("pin", ""),
                                       request.remote_addr or "")
         except accounts.AuthError as exc:
-            error = tr("c.login." + exc.code, m=max(1, exc.retry_after // 60))
+            error, status = tr("c.login." + exc.code, m=max(1, exc.retry_after // 60)), 401
+        except OperationalError as exc:
+            error, status = busy_words(exc), 503
         else:
             for key in ("staff", "staff_at"):
                 session.pop(key, None)
@@ -171,7 +173,7 @@ def login() -> Any:
             csrf_token()
             return redirect(nxt)
     return render_template("catalogue/login.html", error=error, next=nxt,
-                           card=request.form.get("card", "")), (401 if error else 200)
+                           card=request.form.get("card", "")), status
 
 
 @bp.post("/logout")

@@ -11,6 +11,7 @@ picks up titles written elsewhere every ``REFRESH_EVERY`` seconds).
 """
 from __future__ import annotations
 
+import logging
 import re
 import threading
 import time
@@ -19,9 +20,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from peewee import JOIN, fn
+from peewee import JOIN, OperationalError, fn
 
 from cloud import store as s
+
+logger = logging.getLogger(__name__)
 
 # Titles written by another process (seed, admin, another cloud) reach the
 # index within this many seconds; a search must not pay for a full scan each time.
@@ -108,7 +111,16 @@ def refresh(force: bool = False) -> None:
         if due:
             _refreshed_at = time.monotonic()
     if due or s.TitleSearch.select().count() != s.Title.select().count():
-        reindex()
+        try:
+            reindex()
+        except OperationalError as exc:
+            if not s.is_lock_error(exc):
+                raise
+            # The database is busy (a big ingest batch holds the write lock): search
+            # the index as it is, and try again at the next search.
+            logger.info("search index not refreshed, the database is busy: %s", exc)
+            with _lock:
+                _refreshed_at = 0.0
 
 
 @dataclass(frozen=True)

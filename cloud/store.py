@@ -528,6 +528,13 @@ def is_postgres() -> bool:
     return isinstance(db.obj, PostgresqlDatabase)
 
 
+def is_lock_error(exc: Exception) -> bool:
+    """True if a statement gave up waiting for a lock (SQLite busy, a PostgreSQL timeout)."""
+    text = str(exc).lower()
+    return any(w in text for w in ("locked", "busy", "lock timeout", "could not obtain lock",
+                                   "canceling statement"))
+
+
 def upsert(model: Any, rows: list[dict[str, Any]], keys: list[Any]) -> None:
     """Insert ``rows``, replacing the other columns of rows with the same ``keys``.
 

@@ -149,3 +149,46 @@ def test_join_online_then_the_branch_issues_the_card(env) -> None:
                       follow_redirects=True).get_data(as_text=True)
     assert "already issued" in page
     assert cs.PreRegistration.get_by_id(second.id).status == "pending"
+
+
+def test_the_catalogue_reads_on_and_changes_nothing_while_the_database_is_busy(env) -> None:
+    import sqlite3
+
+    me = env["data"].readers[44]
+    client, token = reader_login(env["app"], me.card, me.pin)
+    title = env["data"].titles[11]
+    assert "Абай жолы" in client.get("/catalogue/?q=abai").get_data(as_text=True)
+    # A title another process wrote: the next search wants to index it, and cannot.
+    cs.Title.create(id="T99990", title="Жаңа кітап", author="Жаңа автор")
+    locker = sqlite3.connect(env["db"], timeout=1)
+    locker.execute("BEGIN IMMEDIATE")   # ingest holding the write lock for a long batch
+    try:
+        r = client.post(f"/catalogue/titles/{title.id}/reserve", follow_redirects=True,
+                        data={"pickup": "b-central", "csrf": token},
+                        headers={"Referer": f"http://localhost/catalogue/titles/{title.id}"})
+        page = r.get_data(as_text=True)
+        assert r.status_code == 200 and r.request.path == f"/catalogue/titles/{title.id}"
+        assert "Nothing was changed: the database is busy" in page
+        assert "changes are paused" in page             # the read-only notice
+        assert re.search(r"<fieldset\s+disabled", page)  # the reserve button greyed out
+        # Searching, a title's page and the reader's own account still answer.
+        assert "Абай жолы" in client.get("/catalogue/?q=abai").get_data(as_text=True)
+        account = client.get("/catalogue/account").get_data(as_text=True)
+        assert me.name in account and "changes are paused" in account
+        # Signing in counts attempts (a write): it waits too, and says so; nothing breaks.
+        other = env["data"].readers[45]
+        late = new_client(env["app"])
+        r = late.post("/catalogue/login", data={"card": other.card, "pin": other.pin,
+                                                "csrf": csrf(late, "/catalogue/login")})
+        assert r.status_code == 503 and "Nothing was changed" in r.get_data(as_text=True)
+    finally:
+        locker.rollback()
+        locker.close()
+    assert not cs.Hold.select().where(cs.Hold.reader == me.card,
+                                      cs.Hold.title_id == title.id).exists()
+    assert "Жаңа кітап" in client.get("/catalogue/?q=zhana").get_data(as_text=True)
+    reader_login(env["app"], other.card, other.pin)
+    r = client.post(f"/catalogue/titles/{title.id}/reserve", follow_redirects=True,
+                    data={"pickup": "b-central", "csrf": token})
+    assert "changes are paused" not in r.get_data(as_text=True)
+    assert cs.Hold.select().where(cs.Hold.reader == me.card, cs.Hold.title_id == title.id).exists()

@@ -121,10 +121,13 @@ def test_branch_staff_reach_no_admin_page_and_act_only_for_their_branch(env) -> 
                     data={"resolution": "merged the readers", "csrf": token})
     assert r.status_code == 302
     assert "merged the readers" in cs.StaffException.get_by_id(mine.id).resolution
-    # Operators run the network but do not manage logins.
+    # Operators run the network but do not manage logins nor read the audit trail.
     op, _ = login(env["app"], cd.OPERATOR)
-    assert op.get("/console/staff").status_code == 403
-    assert op.get("/console/audit").status_code == 200
+    for url in ("/console/staff", "/console/audit"):
+        assert op.get(url).status_code == 403, url
+    assert "/console/audit" not in op.get("/console/").get_data(as_text=True)
+    admin, _ = login(env["app"], cd.ADMIN)
+    assert admin.get("/console/audit").status_code == 200
 
 
 def test_reader_actions_reach_the_feed_and_the_audit_trail(env) -> None:
@@ -221,6 +224,36 @@ def test_debtors_and_overdue_lists_filter_and_export_csv(env) -> None:
     assert cs.AuditEntry.select().where(cs.AuditEntry.action == "export").count() == 3
 
 
+def test_branch_staff_lists_are_their_branchs_and_refusals_speak_the_staffs_language(
+        env) -> None:
+    branch, token = login(env["app"], cd.BRANCH)
+    text = branch.get("/console/debtors?format=csv").get_data(as_text=True).lstrip("\ufeff")
+    rows = list(csv.DictReader(io.StringIO(text)))
+    assert rows and all("b-central" in row["locations"].split() for row in rows)
+    assert len(rows) < len(list(csv.DictReader(io.StringIO(login(env["app"], cd.OPERATOR)[0].get(
+        "/console/debtors?format=csv").get_data(as_text=True).lstrip("\ufeff")))))
+    assert branch.get("/console/debtors?node=m-mega&format=csv").status_code == 403
+    assert branch.get("/console/overdue?node=m-mega").status_code == 403
+    overdue = branch.get("/console/overdue?format=csv").get_data(as_text=True)
+    assert {row["location"] for row in csv.DictReader(io.StringIO(overdue.lstrip("\ufeff")))} \
+        == {"b-central"}
+    # A refused action is told in the staff member's language, not in the code's English.
+    card = env["data"].readers[5].card
+    branch.set_cookie("lang", "ru")
+    r = branch.post(f"/console/readers/{card}/hold", follow_redirects=True,
+                    data={"title": "T99999", "pickup": "b-central", "csrf": token})
+    page = r.get_data(as_text=True)
+    assert "Такого издания нет в каталоге." in page and "no title" not in page
+    # A number of days that is no number is refused with a reason, and nothing moves.
+    loan = cs.Loan.select().where(cs.Loan.returned_at.is_null(),
+                                  cs.Loan.node == "b-central").first()
+    for days in ("abc", "0", "400"):
+        r = branch.post(f"/console/readers/{loan.reader}/extend",
+                        data={"loan": loan.id, "days": days, "csrf": token})
+        assert r.status_code == 400 and "от 1 до 60" in r.get_data(as_text=True), days
+    assert cs.Loan.get_by_id(loan.id).due == loan.due
+
+
 def test_pages_stay_readable_and_changes_wait_while_the_database_is_busy(env) -> None:
     client, token = login(env["app"], cd.OPERATOR)
     card = env["data"].readers[3].card
@@ -291,7 +324,9 @@ def test_every_word_the_pages_use_exists_in_three_languages() -> None:
         ("c.renew.", ("no_renewals_left", "reserved", "blocked")),
         ("j.bad.", ("name", "pin", "pin2", "year", "consent", "category", "branch")),
         ("s.bad.", ("role", "password", "username", "branch", "self")),
-        ("a.bad.", ("card", "card_taken", "not_pending")))
+        ("a.bad.", ("card", "card_taken", "not_pending")),
+        ("act.", ("refused", *re.findall(r'ActionError\([^"]*"[^"]*",\s*"([a-z_]+)"\)',
+                                         (root / "actions.py").read_text()))))
         for k in ks]
     missing = sorted(k for k in used | set(dynamic) if not i18n.known(k))
     assert not missing
@@ -339,7 +374,7 @@ def test_every_page_and_an_action_on_postgresql() -> None:
                          "/console/overdue?format=csv", f"/console/readers/{debtor.card}",
                          "/console/readers?q=a", "/console/exceptions", "/console/applications",
                          "/console/stats?days=30", "/console/stats?days=7&node=b-central",
-                         "/console/restock", "/console/restock/m-mega", "/console/audit",
+                         "/console/restock", "/console/restock/m-mega",
                          "/catalogue/", "/catalogue/?q=абай", "/catalogue/titles/T00001"):
                 assert client.get(page).status_code == 200, page
             from cloud.console import stats
@@ -349,5 +384,8 @@ def test_every_page_and_an_action_on_postgresql() -> None:
             client.post(f"/console/readers/{debtor.card}/block",
                         data={"reason": "on postgres", "csrf": token})
             assert cs.Reader.get_by_id(debtor.card).blocked_reason == "on postgres"
+            admin, _ = login(app, cd.ADMIN)
+            trail = admin.get("/console/audit?action=reader.block").get_data(as_text=True)
+            assert "on postgres" in trail
         finally:
             cs.db.close()

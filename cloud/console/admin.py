@@ -67,7 +67,7 @@ def staff_toggle(username: str) -> Any:
 
 
 @bp.get("/audit")
-@require("operator")
+@require("administrator")
 def audit_trail() -> Any:
     """Who did what, newest first, with filters."""
     offset = int_arg("offset", 0, 0) or 0

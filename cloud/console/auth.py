@@ -4,8 +4,10 @@ Roles, from most to least: an **administrator** does everything, including staff
 logins, the MARC import and the audit trail; an **operator** runs the network
 (every node, reader and exception); **branch staff** see the network but act
 only for their own branch: its exceptions, its holds, its loans, its
-pre-registrations. The role and branch are read from the database on every
-request, so a login switched off or demoted takes effect at once.
+pre-registrations, and its debtor and overdue lists. The role and branch are
+read from the database on every request, so a login switched off or demoted
+takes effect at once. The cloud's JSON API takes the same sessions
+(cloud/web.py).
 """
 from __future__ import annotations
 
@@ -20,7 +22,7 @@ from peewee import InterfaceError, OperationalError
 
 from cloud import accounts, audit
 from cloud import store as s
-from cloud.console.common import csrf_token, install, local_path, tr
+from cloud.console.common import busy_words, csrf_token, install, local_path, tr
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -111,7 +113,7 @@ def _staff() -> dict[str, Any]:
 @bp.route("/login", methods=["GET", "POST"])
 def login() -> Any:
     """The staff login form."""
-    error = ""
+    error, status = "", 200
     nxt = request.values.get("next", "")
     if not local_path(nxt, "/console"):
         nxt = url_for("console.index")
@@ -120,7 +122,9 @@ def login() -> Any:
         try:
             user = accounts.staff_login(username, request.form.get("password", ""))
         except accounts.AuthError as exc:
-            error = tr("login." + exc.code, s=exc.retry_after)
+            error, status = tr("login." + exc.code, s=exc.retry_after), 401
+        except OperationalError as exc:
+            error, status = busy_words(exc), 503
         else:
             lang = session.get("lang")
             session.clear()
@@ -133,7 +137,7 @@ def login() -> Any:
                          ip=request.remote_addr)
             return redirect(nxt)
     return render_template("console/login.html", error=error, next=nxt,
-                           username=request.form.get("username", "")), (401 if error else 200)
+                           username=request.form.get("username", "")), status
 
 
 @bp.post("/logout")

@@ -67,12 +67,6 @@ def clear_busy() -> None:
     _busy_until = 0.0
 
 
-def _is_lock_error(exc: Exception) -> bool:
-    text = str(exc).lower()
-    return any(w in text for w in ("locked", "busy", "lock timeout", "could not obtain lock",
-                                   "canceling statement"))
-
-
 @contextmanager
 def writing() -> Iterator[None]:
     """One write from a page, with its feed changes; a locked database raises Busy."""
@@ -80,11 +74,24 @@ def writing() -> Iterator[None]:
         with feed.transaction():
             yield
     except OperationalError as exc:
-        if _is_lock_error(exc):
+        if s.is_lock_error(exc):
             mark_busy()
             raise Busy(str(exc)) from exc
         raise
     clear_busy()
+
+
+def busy_words(exc: OperationalError) -> str:
+    """What to tell someone whose sign-in found the database busy (re-raises anything else).
+
+    A sign-in writes (the failed-attempts count, or clearing it), so it waits
+    for the lock like any change; right and wrong PINs both do, so a busy
+    database tells a guesser nothing.
+    """
+    if not s.is_lock_error(exc):
+        raise exc
+    mark_busy()
+    return tr("busy.failed")
 
 
 # -- CSRF ---------------------------------------------------------------------------------

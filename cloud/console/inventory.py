@@ -109,7 +109,7 @@ def withdraw(barcode: str) -> Any:
             actions.withdraw(barcode, reason)
             record("copy.withdraw", f"copy:{barcode}", reason)
     except actions.ActionError as exc:
-        flash(str(exc), "bad")
+        flash(tr("act." + exc.code), "bad")
     else:
         flash(tr("i.ok.withdraw"), "good")
     return back(url_for("console.copy", barcode=barcode))

@@ -23,6 +23,8 @@ from cloud.console.common import back, int_arg, tr, writing
 
 HISTORY_SHOWN = 50
 READERS_FOUND = 50
+# A staff extension when the form names no number of days: a loan's usual fortnight.
+DEFAULT_EXTEND_DAYS = 14
 
 
 @dataclass(frozen=True)
@@ -57,7 +59,17 @@ def overdue(today: date, node: str = "", min_days: int = 1) -> list[OverdueRow]:
 
 
 def _filters() -> tuple[str, int, int]:
+    """Location, days and amount of a list; branch staff's lists are their branch's.
+
+    The lists name readers and the CSV carries their contacts: branch staff act
+    for their own branch, so they get its list and no other (403 if they ask).
+    """
     node = request.args.get("node", "")
+    who = me()
+    if not who.at_least("operator"):
+        if node and node != who.branch:
+            abort(403)
+        node = who.branch or ""
     days = int_arg("days", 0, 0, 3650) or 0
     tenge = int_arg("amount", 0, 0, 10**7) or 0
     return node, days, tenge
@@ -85,6 +97,12 @@ def _nodes() -> list[s.Node]:
     return list(s.Node.select().order_by(s.Node.kind.desc(), s.Node.id))
 
 
+def _list_nodes() -> list[s.Node]:
+    """The locations a list's filter offers this staff member."""
+    who = me()
+    return [n for n in _nodes() if who.at_least("operator") or n.id == who.branch]
+
+
 @bp.get("/debtors")
 @require()
 def debtors_page() -> Any:
@@ -101,7 +119,7 @@ def debtors_page() -> Any:
                     [[d.card, d.name, d.category, d.overdue_items, d.max_days_overdue,
                       f"{d.owed / 100:.2f}", " ".join(d.locations), d.blocked_reason or "",
                       contacts.get(d.card) or ""] for d in rows])
-    return render_template("console/debtors.html", rows=rows, nodes=_nodes(), node=node,
+    return render_template("console/debtors.html", rows=rows, nodes=_list_nodes(), node=node,
                            days=days, amount=tenge, total=sum(d.owed for d in rows))
 
 
@@ -118,7 +136,7 @@ def overdue_page() -> Any:
                     [[r.card, r.name, r.copy, r.title, r.author, r.node,
                       r.checked_out_at.date().isoformat(), r.due.isoformat(), r.days]
                      for r in rows])
-    return render_template("console/overdue.html", rows=rows, nodes=_nodes(), node=node,
+    return render_template("console/overdue.html", rows=rows, nodes=_list_nodes(), node=node,
                            days=days)
 
 
@@ -243,6 +261,15 @@ def waive(card: str) -> Any:
     return _done(card)
 
 
+def _days(text: str) -> int | None:
+    """Days to extend by, as typed (none: the usual two weeks); None if not a sensible number."""
+    try:
+        days = int(text.strip() or DEFAULT_EXTEND_DAYS)
+    except ValueError:
+        return None
+    return days if 1 <= days <= accounts.MAX_EXTEND_DAYS else None
+
+
 @bp.post("/readers/<card>/extend")
 @require()
 def extend(card: str) -> Any:
@@ -253,7 +280,10 @@ def extend(card: str) -> Any:
     if loan is None:
         abort(404)
     ensure_may_act_on(loan.node)
-    days = int(request.form.get("days", "14") or 14)
+    days = _days(request.form.get("days", ""))
+    if days is None:
+        return render_template("error.html", code=400,
+                               message=tr("r.bad_days", n=accounts.MAX_EXTEND_DAYS)), 400
     try:
         with writing():
             done = accounts.renew(card, loan.id, settings.today(), by=me().username,
@@ -281,7 +311,7 @@ def hold(card: str) -> Any:
             record("hold.place", f"reader:{card}", f"{title_id} at {pickup} ({h.id})",
                    node=pickup)
     except actions.ActionError as exc:
-        flash(str(exc), "bad")
+        flash(tr("act." + exc.code), "bad")
         return _done(card)
     flash(tr("r.ok.hold"), "good")
     return _done(card)
@@ -301,7 +331,7 @@ def cancel_hold(hold_id: str) -> Any:
             record("hold.cancel", f"reader:{h.reader}", f"{h.title_id} at {h.pickup_node}",
                    node=h.pickup_node)
     except actions.ActionError as exc:
-        flash(str(exc), "bad")
+        flash(tr("act." + exc.code), "bad")
         return _done(h.reader)
     flash(tr("r.ok.cancel"), "good")
     return _done(h.reader)
