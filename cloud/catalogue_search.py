@@ -16,6 +16,8 @@ import re
 import threading
 import time
 import unicodedata
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -112,7 +114,8 @@ def refresh(force: bool = False) -> None:
             _refreshed_at = time.monotonic()
     if due or s.TitleSearch.select().count() != s.Title.select().count():
         try:
-            reindex()
+            with _no_lock_wait():
+                reindex()
         except OperationalError as exc:
             if not s.is_lock_error(exc):
                 raise
@@ -121,6 +124,22 @@ def refresh(force: bool = False) -> None:
             logger.info("search index not refreshed, the database is busy: %s", exc)
             with _lock:
                 _refreshed_at = 0.0
+
+
+@contextmanager
+def _no_lock_wait() -> Iterator[None]:
+    """On SQLite, give up at once if another process holds the write lock: a search
+    must not wait for the index (PostgreSQL's readers and writers do not block each other
+    here: only another refresh writes these rows)."""
+    if s.is_postgres():
+        yield
+        return
+    (before,) = s.db.execute_sql("PRAGMA busy_timeout").fetchone()
+    s.db.execute_sql("PRAGMA busy_timeout = 0")
+    try:
+        yield
+    finally:
+        s.db.execute_sql(f"PRAGMA busy_timeout = {int(before)}")
 
 
 @dataclass(frozen=True)
