@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import random
+import sqlite3
 import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -119,3 +120,13 @@ def seed(path: Path | str, *, copies: int = 1500, readers: int = 120, days: int 
         cs.Node.update(status=json.dumps(status)).where(cs.Node.id == n.id).execute()
     cs.db.close()
     return {"url": url, "data": data, "debtors": debtors, "overdue": overdue_loans}
+
+
+def machine_state(db: Path, node: str, path: Path, slots: int = 40) -> None:
+    """A simulator's state file holding the slots as the cloud has them (a copy on loan is out)."""
+    with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as con:
+        rows = con.execute("select barcode, slot from copy where location_node=? and "
+                           "status='in_slot'", (node,)).fetchall()
+    state: dict[str, str | None] = {str(i): None for i in range(1, slots + 1)}
+    state.update({str(slot): barcode for barcode, slot in rows})
+    path.write_text(json.dumps({"slots": state, "bin": [], "bin_capacity": 60}))

@@ -1,11 +1,14 @@
-"""The readers' catalogue in headless Chromium against a live cloud and branch: a reader
-searches in Kazakh and in Latin letters, signs in with card and PIN, reserves a book for
-pickup at the branch and sees it reach that branch's desk, cancels another and sees it
-leave; a newcomer applies to join online."""
+"""The readers' catalogue in headless Chromium against a live network: a reader searches
+in Kazakh and in Latin letters, signs in with card and PIN, reserves a book for pickup at
+the branch and sees it reach that branch's desk, cancels another and sees it leave; another
+reserves a book for pickup at a vending machine, presents the card there and finds it first
+on the machine's screen, marked, and takes it; a newcomer applies to join online."""
 from __future__ import annotations
 
 import re
+import shutil
 import sqlite3
+import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,10 +16,11 @@ from typing import Any
 
 import pytest
 
-from kitap.procs import Mosquitto, wait_for
+from firmware_sim.control import ControlClient
+from kitap.procs import Mosquitto, start_firmware_sim, wait_for
 from tests import browser as pw
 from tests import console_data as cd
-from tests.browser import DESK, expect, open_page, screenshot
+from tests.browser import DESK, PORTRAIT, expect, open_page, screenshot
 from tests.conftest import Network, api
 
 pytestmark = pytest.mark.integration
@@ -24,37 +28,52 @@ pytestmark = pytest.mark.integration
 browser = pw.browser_fixture
 PHONE = {"width": 390, "height": 844}
 PICKUP = "b-central"
+MACHINE = "m-almaly"
 
 
 @dataclass
 class Live:
-    """The cloud, the pickup branch, and the seeded fund."""
+    """The cloud, the pickup branch, a vending machine with its controller, and the fund."""
 
     cloud: str
     branch: str
+    machine: str
+    ctl: ControlClient
     db: Path
     data: Any
 
 
 @pytest.fixture(scope="module")
 def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
-    """Broker, cloud and the pickup branch, bootstrapped."""
+    """Broker, cloud, the pickup branch and a machine on its simulator, bootstrapped."""
     tmp = tmp_path_factory.mktemp("catalogue-live")
+    sockdir = Path(tempfile.mkdtemp(prefix="kc-", dir="/tmp"))   # short unix socket paths
     handles = cd.seed(tmp / "cloud.db", copies=900, readers=80)
     broker = Mosquitto(tmp / "broker").start()
     net = Network(tmp, broker)
     try:
         cloud = net.cloud(handles["url"])
         branch = net.edge(PICKUP, "branch", tmp / f"{PICKUP}.db")
-        wait_for(lambda: api("GET", branch + "/api/status")[1]["feed_rev"] > 0, 30,
-                 what="the branch to bootstrap")
-        yield Live(cloud, branch, tmp / "cloud.db", handles["data"])
+        cd.machine_state(tmp / "cloud.db", MACHINE, tmp / "sim.json")
+        control = str(sockdir / "m.sock")
+        sim, pty = start_firmware_sim(f"{MACHINE}-sim", tmp, state=tmp / "sim.json", slots=40,
+                                      control=control, auto_take=0.2)
+        net.procs.append(sim)
+        machine = net.edge(MACHINE, "machine", tmp / f"{MACHINE}.db", serial=pty)
+        for edge in (branch, machine):
+            wait_for(lambda e=edge: api("GET", e + "/api/status")[1]["feed_rev"] > 0, 30,
+                     what=f"{edge} to bootstrap")
+        wait_for(lambda: api("GET", machine + "/api/status")[1]["controller_online"], 15,
+                 what="the machine's controller online")
+        yield Live(cloud, branch, machine, ControlClient(control), tmp / "cloud.db",
+                   handles["data"])
     except BaseException:
         print(net.logs())
         raise
     finally:
         net.stop()
         broker.stop()
+        shutil.rmtree(sockdir, ignore_errors=True)
 
 
 def holds_at_branch(live: Live) -> set[str]:
@@ -68,9 +87,7 @@ def one(db: Path, sql: str, *args: Any) -> Any:
 
 
 def test_a_reader_finds_reserves_and_the_branch_gets_the_hold(live: Live, browser: Any) -> None:
-    reader = next(r for r in live.data.readers[40:] if one(
-        live.db, "select count(*) from reader where card=? and blocked_reason is null and "
-                 "card not in (select reader from hold)", r.card)[0])
+    reader = free_reader(live, live.data.readers[40:])
     with open_page(browser, live.cloud + "/", viewport=PHONE, locale="kk-KZ") as page:
         expect(page.locator(".hero h1")).to_be_visible()
         screenshot(page, "catalogue-home")
@@ -124,6 +141,67 @@ def test_a_reader_finds_reserves_and_the_branch_gets_the_hold(live: Live, browse
                  what="the cancellation to reach the branch")
         assert hold_id in holds_at_branch(live)
         assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
+
+
+def free_reader(live: Live, pool: list[Any]) -> Any:
+    """A reader of ``pool`` with no block, no hold and no open loan."""
+    return next(r for r in pool if one(
+        live.db, "select count(*) from reader where card=? and blocked_reason is null and "
+                 "card not in (select reader from hold) and card not in (select reader from "
+                 "loan where returned_at is null)", r.card)[0])
+
+
+def test_a_reservation_for_a_machine_is_first_on_its_screen(live: Live, browser: Any) -> None:
+    reader = free_reader(live, live.data.readers[::-1])
+    # A title in one of the machine's slots that nobody has reserved, the last one the
+    # screen would list (it sorts by title): first only because it is reserved.
+    with sqlite3.connect(f"file:{live.db}?mode=ro", uri=True) as con:
+        name, copy, slot = max(con.execute(
+            "select t.title, c.barcode, c.slot from title t join copy c on c.title_id = t.id "
+            "where c.location_node=? and c.status='in_slot' and t.id not in "
+            "(select title_id from hold)", (MACHINE,)), key=lambda row: row[0].casefold())
+    with open_page(browser, live.cloud + "/catalogue/?lang=en", viewport=PHONE,
+                   locale="en-US") as page:
+        page.fill("input[name=q]", name)
+        page.click(".searchbox button")
+        page.locator("ol.results li.result h3 a", has_text=name).first.click()
+        expect(page.locator("h1")).to_have_text(name)
+        page.click("#reserve a.button")
+        page.fill("#card", reader.card)
+        page.fill("#pin", reader.pin)
+        page.click("form button[type=submit]")
+        page.select_option("#pickup", MACHINE)
+        page.click(".reserve-form button")
+        hold = page.locator("ul.cards li[data-hold]", has_text=name)
+        expect(hold).to_have_count(1)
+        hold_id = hold.get_attribute("data-hold")
+    # Set aside in the machine's slot, and known there through the change feed.
+    wait_for(lambda: any(h["hold_id"] == hold_id and h["copy"] == copy
+                         for h in api("GET", live.machine + "/api/holds")[1]), 20,
+             interval=0.3, what="the reservation to reach the machine")
+
+    with open_page(browser, live.machine + "/kiosk", viewport=PORTRAIT) as kiosk:
+        expect(kiosk.locator('[data-screen="idle"]')).to_be_visible()
+        live.ctl.present_card(reader.card)
+        expect(kiosk.locator('[data-screen="pin"]')).to_be_visible()
+        for digit in reader.pin:
+            kiosk.click(f'[data-digit="{digit}"]')
+        kiosk.click('[data-key="ok"]')
+        books = kiosk.locator("#books li")
+        expect(books.first.locator(".book-title")).to_have_text(name)
+        expect(books.first.locator(".badge")).to_have_text("Сіздің броныңыз")
+        expect(kiosk.locator("#books .badge")).to_have_count(1)
+        assert books.count() > 1                                 # among the others
+        books.first.locator("button").click()
+        expect(kiosk.locator("#confirm-title")).to_have_text(name)
+        kiosk.click("#confirm-take")
+        expect(kiosk.locator('[data-screen="receipt"]')).to_be_visible()
+        expect(kiosk.locator("#r-copy")).to_have_text(copy)
+    assert live.ctl.state()["slots"][str(slot)] is None          # the book left its slot
+    wait_for(lambda: one(live.db, "select status from hold where id=?", hold_id)[0]
+             == "picked_up", 20, interval=0.3, what="the pickup to reach the cloud")
+    assert one(live.db, "select reader from loan where copy=? and returned_at is null",
+               copy) == (reader.card,)
 
 
 def test_the_title_page_and_joining_online(live: Live, browser: Any) -> None:

@@ -1,11 +1,11 @@
 """The ops console in headless Chromium against a live network: a broker, the cloud, two
 machines on their firmware simulators and two branches, over a month of seeded history.
 An operator finds the node that just went offline, opens it, exports the debtors of a
-machine and closes an exception; branch staff find the administrator's pages shut."""
+machine and closes an exception; branch staff find the administrator's pages shut; an
+administrator reads a copy's history and the audit trail and follows a MARC import."""
 from __future__ import annotations
 
 import csv
-import json
 import shutil
 import sqlite3
 import tempfile
@@ -20,7 +20,7 @@ import pytest
 from kitap.procs import Mosquitto, start_firmware_sim, wait_for
 from tests import browser as pw
 from tests import console_data as cd
-from tests.browser import DESK, expect, open_page, screenshot
+from tests.browser import DESK, cloud_action, expect, open_page, screenshot
 from tests.conftest import Network, api
 
 pytestmark = pytest.mark.integration
@@ -39,14 +39,6 @@ class Live:
     debtors: list[Any]
 
 
-def _machine_state(db: Path, node: str, path: Path) -> None:
-    """The simulator's slots as the cloud has them (a copy out on loan is not in its slot)."""
-    slots: dict[str, str | None] = {str(i): None for i in range(1, 41)}
-    slots.update({str(slot): barcode for barcode, slot in cloud_rows(
-        db, "select barcode, slot from copy where location_node=? and status='in_slot'", node)})
-    path.write_text(json.dumps({"slots": slots, "bin": [], "bin_capacity": 60}))
-
-
 @pytest.fixture(scope="module")
 def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
     """The whole network, up and bootstrapped, for every test of this module."""
@@ -58,7 +50,7 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
     try:
         cloud = net.cloud(handles["url"])
         for node in ("m-almaly", "m-mega"):
-            _machine_state(tmp / "cloud.db", node, tmp / f"{node}-sim.json")
+            cd.machine_state(tmp / "cloud.db", node, tmp / f"{node}-sim.json")
             sim, pty = start_firmware_sim(f"{node}-sim", tmp, state=tmp / f"{node}-sim.json",
                                           slots=40, control=str(sockdir / f"{node}.sock"))
             net.procs.append(sim)
@@ -189,3 +181,61 @@ def test_branch_staff_see_no_administrator_page_nor_another_branchs_actions(
         card = page.locator("article.exc").first
         expect(card).to_contain_text("Another branch")
         expect(card.locator("form")).to_have_count(0)
+
+
+def test_administrator_reads_a_copys_history_the_trail_and_follows_an_import(
+        live: Live, browser: Any, tmp_path: Path) -> None:
+    from cloud import accounts, marc
+
+    # A copy in a machine's slot: the machine's slot scan at start-up is its latest fact.
+    copy = wait_for(lambda: next(iter(cloud_rows(
+        live.db, "select c.barcode from copy c join copyfact f on f.copy = c.barcode "
+                 "where c.location_node='m-mega' and c.status='in_slot' group by c.barcode "
+                 "order by (select count(*) from loan l where l.copy = c.barcode) desc "
+                 "limit 1")), None), 30, what="a slot scan to reach the cloud")[0]
+    for name, contact in (("Мадина Оспанова", "madina@example.kz"),
+                          ("Ержан Қасымов", "+7 701 555 0199")):
+        cloud_action(f"sqlite:///{live.db}", lambda n=name, c=contact: accounts.pre_register(
+            name=n, contact=c, category="adult", birth_year=1990, branch="b-central",
+            pin="2468", lang="kk"))
+    # The sample catalogue again, as a library's export: the titles are updated in place.
+    from kitap.sample_data import catalogue
+
+    mrc = tmp_path / "catalogue.mrc"
+    marc.write_file([{"id": t.id, "title": t.title, "author": t.author, "isbn": t.isbn,
+                      "language": t.language, "item_type": t.item_type, "year": t.year}
+                     for t in catalogue()], mrc)
+    with open_page(browser, live.cloud + "/console/login", viewport=DESK,
+                   locale="en-US") as page:
+        sign_in(page, cd.ADMIN)
+        page.click("nav.side >> text=Inventory")
+        expect(page.locator("h1")).to_have_text("Inventory")
+        screenshot(page, "console-inventory")
+        page.fill("input[name=copy]", copy.lower())
+        page.click(".search-bar button[type=submit]")
+        expect(page.locator("h1")).to_have_text(copy)
+        expect(page.locator("section.now")).to_contain_text("m-mega")
+        screenshot(page, "console-copy")
+
+        page.click("nav.side >> text=Applications")
+        expect(page.locator("article.exc", has_text="Ержан Қасымов")).to_have_count(1)
+        screenshot(page, "console-applications")
+
+        page.click("nav.side >> text=Audit trail")
+        rows = page.locator("table.audit tbody tr")
+        expect(rows.filter(has_text="exception.close")).to_have_count(1)   # the first test's
+        expect(rows.filter(has_text=cd.ADMIN[0]).filter(has_text="login")).not_to_have_count(0)
+        screenshot(page, "console-audit")
+
+        page.click("nav.side >> text=MARC import")
+        page.set_input_files("#marc-form input[type=file]", str(mrc))
+        page.click("#marc-form button[type=submit]")
+        expect(page.locator("#upload-label")).to_have_text("Done.", timeout=60_000)
+        expect(page.locator("#upload-pct")).to_have_text("100%")
+        expect(page.locator("#upload-detail")).to_contain_text(str(len(catalogue())))
+        screenshot(page, "console-import")
+    (status, records, created), = cloud_rows(
+        live.db, "select status, records, created from marcimport order by id desc limit 1")
+    assert (status, records, created) == ("done", len(catalogue()), 0)   # the same titles
+    assert cloud_rows(live.db, "select actor from auditentry where action='marc.import'") == [
+        (cd.ADMIN[0],)]
