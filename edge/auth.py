@@ -70,16 +70,22 @@ def login(username: str, password: str) -> dict[str, Any]:
     return {"username": staff.username, "role": staff.role, "csrf": session["csrf"]}
 
 
+def _same(sent: str, expected: str) -> bool:
+    """Constant-time comparison of a header with a secret (any characters, never an error)."""
+    return hmac.compare_digest(sent.encode("utf-8", "surrogateescape"),
+                               expected.encode("utf-8", "surrogateescape"))
+
+
 def current_staff() -> str | None:
     """The staff member of this request (session or token), or None."""
     token = current_app.config.get("API_TOKEN")
     header = request.headers.get("Authorization", "")
-    if token and header.startswith("Bearer ") and hmac.compare_digest(header[7:], token):
+    if token and header.startswith("Bearer ") and _same(header[7:], token):
         return "api-token"
     staff = session.get("staff")
     if staff and request.method not in ("GET", "HEAD", "OPTIONS"):
         sent = request.headers.get("X-CSRF-Token", "")
-        if not hmac.compare_digest(sent, session.get("csrf", "")):
+        if not _same(sent, session.get("csrf", "")):
             return None
     return str(staff) if staff else None
 

@@ -89,3 +89,14 @@ def test_the_specs_describe_the_refusals(edge_app) -> None:
     spec = edge_app.test_client().get("/api/openapi.json").get_json()
     assert "409" in spec["paths"]["/api/checkout"]["post"]["responses"]
     assert "422" in spec["paths"]["/api/checkout"]["post"]["responses"]
+
+
+def test_edge_a_token_in_any_characters_is_refused_not_a_crash(edge_app) -> None:
+    """A scanner or a proxy that mangles the header gets a 401, never a 500."""
+    client = edge_app.test_client()
+    for header in ("Bearer \u00e9\u00e9\u00e9", "Bearer " + TOKEN[:-1] + "\u00ff", "Bearer "):
+        response = client.post("/api/return", json={"copy": "C00001"},
+                               headers={"Authorization": header})
+        assert response.status_code == 401, (header, response.status_code)
+        assert response.get_json()["message"]
+    assert es.Outbox.select().count() == 0
