@@ -169,7 +169,8 @@ def _apply(batch: _Batch, ev: Event) -> None:
             if len(facts) > 1:
                 key += f".{i:04d}"
             copies.apply_fact(barcode, reconcile.Fact(key, node.id, node.kind, ev.seq, ev.type,
-                                                      ev.ts, body), batch.now, batch.readers)
+                                                      clocks.happened_at(ev), body),
+                              batch.now, batch.readers)
             batch.copies.add(barcode)
         handler = HANDLERS.get(ev.type)
         if handler is not None:

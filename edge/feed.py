@@ -132,7 +132,11 @@ class FeedApplier:
             if ch["key"] in protected:
                 return
             if op == "delete":
-                Copy.update(here=False, slot=None).where(Copy.barcode == ch["key"]).execute()
+                # It left; "transit_to" says where the cloud is sending it, if anywhere,
+                # and "transit_hold" for which hold there (none: home).
+                Copy.update(here=False, slot=None, transit_to=d.get("transit_to"),
+                            transit_hold=d.get("transit_hold")).where(
+                    Copy.barcode == ch["key"]).execute()
             else:
                 Copy.insert(**_copy(d)).on_conflict_replace().execute()
         elif entity == "hold":
@@ -168,12 +172,16 @@ def _title(d: dict[str, Any]) -> dict[str, Any]:
     return {"id": d["id"], "title": d.get("title", ""), "author": d.get("author", ""),
             "isbn": d.get("isbn", ""), "language": d.get("language", ""),
             "item_type": d.get("item_type", "book"),
-            "holds_waiting": int(d.get("holds_waiting", 0))}
+            "holds_waiting": int(d.get("holds_waiting", 0)),
+            "next_hold": d.get("next_hold"), "next_pickup": d.get("next_pickup")}
 
 
 def _copy(d: dict[str, Any]) -> dict[str, Any]:
+    floating = d.get("floating")
     return {"barcode": d["barcode"], "title_id": d.get("title_id"), "slot": d.get("slot"),
-            "here": True, "on_loan": False}
+            "here": True, "on_loan": False, "home_node": d.get("home_node"),
+            "floating": None if floating is None else bool(floating), "transit_to": None,
+            "transit_hold": None}
 
 
 def _hold(d: dict[str, Any]) -> dict[str, Any]:

@@ -28,6 +28,22 @@ MAX_PAYLOAD_BYTES = 512 * 1024
 _ident = validate.Length(min=1, max=64)
 
 
+def _at() -> fields.AwareDateTime:
+    """When a transaction physically happened, if before the node recorded it.
+
+    A self-check kiosk's store-and-forward checkout, reported later: the
+    envelope's ``ts`` and ``hlc`` stay the node's own clock when it wrote the
+    event. Left out (not null) when the node did it itself, so those events look
+    as they always did.
+    """
+    return fields.AwareDateTime()
+
+
+def _source() -> fields.Str:
+    """Who did it at the node when not the node itself: "sip2:<kiosk login>"."""
+    return fields.Str(validate=_ident)
+
+
 def _hlc(value: str) -> bool:
     try:
         Timestamp.decode(value)
@@ -47,6 +63,8 @@ class LoanCheckoutBody(Schema):
     reader = fields.Str(required=True, validate=_ident)
     due = fields.Date(required=True)
     slot = fields.Int(load_default=None, allow_none=True, validate=validate.Range(min=0, max=999))
+    at = _at()
+    source = _source()
 
 
 class LoanReturnBody(Schema):
@@ -59,6 +77,8 @@ class LoanReturnBody(Schema):
     # The loan as this node knew it; None when the node had never heard of the copy.
     loan_id = fields.Str(load_default=None, allow_none=True, validate=_ident)
     reader = fields.Str(load_default=None, allow_none=True, validate=_ident)
+    at = _at()
+    source = _source()
 
 
 class LoanRenewBody(Schema):
@@ -71,6 +91,8 @@ class LoanRenewBody(Schema):
     copy = fields.Str(required=True, validate=_ident)
     reader = fields.Str(required=True, validate=_ident)
     due = fields.Date(required=True)
+    at = _at()
+    source = _source()
 
 
 class HoldPickedUpBody(Schema):
@@ -83,6 +105,8 @@ class HoldPickedUpBody(Schema):
     copy = fields.Str(required=True, validate=_ident)
     reader = fields.Str(required=True, validate=_ident)
     loan_id = fields.Str(required=True, validate=_ident)
+    at = _at()
+    source = _source()
 
 
 class FeePaidBody(Schema):

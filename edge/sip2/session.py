@@ -14,7 +14,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date as Date
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from edge.sip2 import accounts, circulation, codec, patron
 from edge.sip2 import fields as F
@@ -31,6 +31,16 @@ TIMEOUT_PERIOD = "050"
 RETRIES_ALLOWED = "003"
 # Wrong logins on one connection before it is closed.
 MAX_LOGIN_TRIES = 3
+# A kiosk's store-and-forward (no-block) date is believed at most this far back: kiosks
+# hold offline transactions for hours or days, not weeks, and one whose clock reset to
+# 2000 must not make a loan decades overdue. The cloud bounds reported times the same
+# way (cloud.max_report_delay_days, also 14).
+MAX_KIOSK_DELAY = timedelta(days=14)
+# A kiosk clock ahead of the node's by less than this is ordinary drift: taken as now
+# without a word; more is worth telling staff at the kiosk.
+KIOSK_CLOCK_SLACK = timedelta(minutes=2)
+# An event's ``source`` is an identifier of at most 64 characters, like a kiosk's login.
+MAX_SOURCE = 64
 # Unanswerable messages in a row (unknown commands) before the connection is closed.
 MAX_BAD_IN_A_ROW = 10
 
@@ -93,20 +103,40 @@ class Session:
         """A due date as a SIP date (end of that day) in this kiosk's time zone."""
         return codec.format_day(day, self.account.utc_dates if self.account else False)
 
+    def source(self) -> str:
+        """Who did it, as the node's events say: ``sip2:<kiosk login>``."""
+        return f"sip2:{self.account.name if self.account else '?'}"[:MAX_SOURCE]
+
     def institution(self) -> str:
         """The institution id this kiosk answers with."""
         return self.account.institution if self.account else ""
 
-    def kiosk_time(self, text: str) -> datetime:
-        """A date the kiosk sent, as the node records it: never later than now."""
+    def kiosk_time(self, text: str) -> tuple[datetime, str]:
+        """A date the kiosk sent for a no-block transaction, as the node records it.
+
+        Never later than now, never more than MAX_KIOSK_DELAY ago (a kiosk clock
+        reset to 2000 would make the loan decades overdue: fines, a block).
+        Returns the time and, when the kiosk's date was moved, a screen message
+        saying so (empty otherwise); the move is logged.
+        """
         try:
             when = codec.parse_date(text)
         except ValueError:
             when = None
         now = self.now()
-        if when is None or when > now:
-            return now
-        return when
+        if when is None:
+            return now, ""
+        earliest = now - MAX_KIOSK_DELAY
+        if earliest <= when <= now + KIOSK_CLOCK_SLACK:
+            return min(when, now), ""
+        bound = now if when > now else earliest
+        logger.warning("sip2 %s: kiosk %s dated a no-block transaction %s; recorded at %s",
+                       self.peer, self.account.name if self.account else "?",
+                       when.isoformat(), bound.isoformat())
+        local = f"{bound.astimezone():%d.%m.%Y %H:%M}"
+        return bound, (f"The self-check's date {when.astimezone():%d.%m.%Y %H:%M} is "
+                       f"{'later than now' if when > now else 'too long ago'}: recorded at "
+                       f"{local}; please check the self-check's clock.")
 
     # -- the conversation -------------------------------------------------------------
 
