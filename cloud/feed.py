@@ -125,8 +125,8 @@ def reader_data(r: s.Reader, open_loans: int | None = None) -> dict[str, Any]:
         open_loans = s.Loan.select().where((s.Loan.reader == r.card)
                                            & s.Loan.returned_at.is_null()).count()
     return {"card": r.card, "name": r.name, "category": r.category, "pin_hash": r.pin_hash,
-            "blocked_reason": r.blocked_reason, "open_loans": open_loans,
-            "fees_owed": r.fees_owed}
+            "blocked_reason": r.blocked_reason, "blocked_by": r.blocked_by,
+            "open_loans": open_loans, "fees_owed": r.fees_owed}
 
 
 def title_data(t: s.Title, waiting: int | None = None,

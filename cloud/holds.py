@@ -39,10 +39,14 @@ def _takeable(kind: str | None) -> str:
     return "in_slot" if kind == "machine" else "on_shelf"
 
 
-def create(reader: str, title_id: str, pickup_node: str, now: datetime | None = None) -> s.Hold:
-    """A new hold, with a copy set aside or sent for it if there is one (caller validates)."""
+def create(reader: str, title_id: str, pickup_node: str, now: datetime | None = None,
+           hold_id: str | None = None) -> s.Hold:
+    """A new hold, with a copy set aside or sent for it if there is one (caller validates).
+
+    ``hold_id``: the id a node gave it (a reservation made at a self-check).
+    """
     now = now or s.utcnow()
-    hold: s.Hold = s.Hold.create(id=uuid.uuid4().hex, title_id=title_id, reader=reader,
+    hold: s.Hold = s.Hold.create(id=hold_id or uuid.uuid4().hex, title_id=title_id, reader=reader,
                                  pickup_node=pickup_node, status="waiting", created_at=now)
     assign(hold, now)
     feed.hold_changed(hold)

@@ -28,6 +28,7 @@ from cloud import (
     devices,  # noqa: F401 - registers its handlers
     feed,
     holds,
+    node_requests,  # noqa: F401 - registers its handlers
     reconcile,
 )
 from cloud import store as s

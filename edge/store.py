@@ -109,6 +109,7 @@ class Reader(BaseModel):
     category = CharField(default="adult")
     pin_hash = CharField(default="")
     blocked_reason = TextField(null=True)
+    blocked_by = CharField(null=True)         # staff | auto | kiosk (a self-check's 01)
     open_loans = IntegerField(default=0)      # across the network, as the cloud last said
     fees_owed = IntegerField(default=0)       # in tiyn (1/100 tenge), as the cloud last said
     synced_at = DateTimeField(null=True)      # when the cloud's figures above arrived

@@ -134,6 +134,52 @@ class ReaderRegisteredBody(Schema):
     pin_hash = fields.Str(required=True, validate=validate.Length(min=1, max=200))
 
 
+class ReaderBlockedBody(Schema):
+    """A card blocked at the node (a self-check's 01 Block Patron): blocked everywhere."""
+
+    class Meta:
+        unknown = RAISE
+
+    card = fields.Str(required=True, validate=_ident)
+    reason = fields.Str(required=True, validate=validate.Length(min=1, max=200))
+    source = fields.Str(required=True, validate=_ident)
+    card_retained = fields.Bool(load_default=False)
+
+
+class ReaderUnblockedBody(Schema):
+    """A block a self-check set, lifted at the node (25 Patron Enable); never anyone else's."""
+
+    class Meta:
+        unknown = RAISE
+
+    card = fields.Str(required=True, validate=_ident)
+    source = fields.Str(required=True, validate=_ident)
+
+
+class HoldRequestedBody(Schema):
+    """A reader reserved a title at the node, to collect there; the cloud chooses the copy."""
+
+    class Meta:
+        unknown = RAISE
+
+    hold_id = fields.Str(required=True, validate=_ident)
+    reader = fields.Str(required=True, validate=_ident)
+    title = fields.Str(required=True, validate=_ident)
+    pickup = fields.Str(required=True, validate=validate.Regexp(NODE_ID_RE))
+    source = _source()
+
+
+class HoldCancelledBody(Schema):
+    """A reader cancelled their hold at the node."""
+
+    class Meta:
+        unknown = RAISE
+
+    hold_id = fields.Str(required=True, validate=_ident)
+    reader = fields.Str(required=True, validate=_ident)
+    source = _source()
+
+
 _slot = validate.Range(min=1, max=999)
 
 
@@ -198,6 +244,10 @@ BODY_SCHEMAS: dict[str, type[Schema]] = {
     "hold.picked_up": HoldPickedUpBody,
     "fee.paid": FeePaidBody,
     "reader.registered": ReaderRegisteredBody,
+    "reader.blocked": ReaderBlockedBody,
+    "reader.unblocked": ReaderUnblockedBody,
+    "hold.requested": HoldRequestedBody,
+    "hold.cancelled": HoldCancelledBody,
 }
 _BODY_INSTANCES: dict[str, Schema] = {k: v() for k, v in BODY_SCHEMAS.items()}
 

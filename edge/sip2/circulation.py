@@ -15,7 +15,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING
 
 from edge import routing
-from edge.sip2 import accounts, codec
+from edge.sip2 import codec
 from edge.sip2 import fields as F
 from edge.sip2.patron import check_patron
 from edge.sip2.replies import Reply, refusal
@@ -67,8 +67,7 @@ def checkout(s: Session, req: codec.Request) -> Reply:
     if req.fixed["no block"] == "Y":
         return _offline_checkout(s, req, card, barcode)
     p = check_patron(s, req, need_pin=s.account.pin_required)
-    kiosk = accounts.kiosk_block(card)
-    why = p.refusal or (f"The card is blocked: {kiosk.reason}" if kiosk else None)
+    why = p.refusal or (f"The card is blocked: {p.blocked}" if p.blocked else None)
     if why:
         return refusal(s, "11", req.fields, why)
     loan = open_loan(barcode)
@@ -263,8 +262,7 @@ def renew(s: Session, req: codec.Request) -> Reply:
     card = req.get("AA")
     no_block = req.fixed["no block"] == "Y"
     p = check_patron(s, req, need_pin=s.account.pin_required and not no_block)
-    kiosk = accounts.kiosk_block(card)
-    why = p.refusal or (f"The card is blocked: {kiosk.reason}" if kiosk else None)
+    why = p.refusal or (f"The card is blocked: {p.blocked}" if p.blocked else None)
     if why and not no_block:
         return refusal(s, "29", req.fields, why)
     loan = _loan_to_renew(req, card)

@@ -39,8 +39,6 @@ MAX_KIOSK_DELAY = timedelta(days=14)
 # A kiosk clock ahead of the node's by less than this is ordinary drift: taken as now
 # without a word; more is worth telling staff at the kiosk.
 KIOSK_CLOCK_SLACK = timedelta(minutes=2)
-# An event's ``source`` is an identifier of at most 64 characters, like a kiosk's login.
-MAX_SOURCE = 64
 # Unanswerable messages in a row (unknown commands) before the connection is closed.
 MAX_BAD_IN_A_ROW = 10
 
@@ -65,6 +63,12 @@ class Node:
     notify: Callable[[], None] = _nothing
     default_charset: str = "utf-8"                 # until a login says which one
     on_login: Callable[[Session], None] = field(default=lambda s: None)
+    # Answer 99 SC Status before a login (some RFID gates poll it first); off: such a
+    # connection is closed, as the standard wants a login first.
+    status_before_login: bool = False
+    # Each kiosk's last request and its answer, kept across its connections: a kiosk
+    # that reconnects and sends its checkout again gets the same answer, not a second go.
+    answered: dict[str, tuple[bytes, bytes]] = field(default_factory=dict)
 
 
 class Session:
@@ -78,7 +82,6 @@ class Session:
         self.charset = node.default_charset
         self.closing = False                      # the server closes the connection
         self.last_sent: bytes | None = None       # for 97 Request ACS Resend
-        self._last: tuple[bytes, bytes] | None = None  # (request, answer): a retransmission
         self.verified: tuple[str, str] | None = None   # (card, PIN) checked this patron session
         self._login_tries = 0
         self._bad_in_a_row = 0
@@ -105,7 +108,7 @@ class Session:
 
     def source(self) -> str:
         """Who did it, as the node's events say: ``sip2:<kiosk login>``."""
-        return f"sip2:{self.account.name if self.account else '?'}"[:MAX_SOURCE]
+        return accounts.source(self.account.name if self.account else "?")
 
     def institution(self) -> str:
         """The institution id this kiosk answers with."""
@@ -169,11 +172,14 @@ class Session:
         self._bad_in_a_row = 0
         if req.command == "97":
             return self.last_sent
-        if req.seq is not None and self._last is not None and self._last[0] == raw:
+        last = self.node.answered.get(self.account.name) if self.account else None
+        if req.seq is not None and last is not None and last[0] == raw:
             logger.info("sip2 %s: %s sent again with the same sequence number: answering as "
                         "before, not doing it twice", self.peer, req.command)
-            return self._remember(self._last[1])
+            return self._remember(last[1])
         if self.account is None and req.command != "93":
+            if req.command == "99" and self.node.status_before_login:
+                return self._answer(self.status_reply(), req.seq, req.checksummed, raw)
             self._not_logged_in(req.command)
             return None
         return self._answer(self._dispatch(req), req.seq, req.checksummed, raw)
@@ -217,7 +223,10 @@ class Session:
             out = codec.format_message(reply.code, refusal(self, _request_of(reply.code), {},
                                                            "Internal error.").fixed,
                                        seq=seq, error_detection=checksummed)
-        self._last = (raw, out)
+        # Remembered for a retransmission, per kiosk: not a login, nor a status (its
+        # answer goes stale, and asking again is harmless).
+        if self.account is not None and raw[:2] not in (b"93", b"99"):
+            self.node.answered[self.account.name] = (raw, out)
         return self._remember(out)
 
     def _remember(self, out: bytes) -> bytes:
