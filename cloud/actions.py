@@ -48,8 +48,12 @@ def unblock(card: str) -> None:
         feed.reader_changed(card)
 
 
-def place_hold(reader: str, title_id: str, pickup_node: str) -> s.Hold:
-    """Reserve a title for a reader at a pickup node; a copy is set aside there or sent."""
+def place_hold(reader: str, title_id: str, pickup_node: str,
+               hold_id: str | None = None) -> s.Hold:
+    """Reserve a title for a reader at a pickup node; a copy is set aside there or sent.
+
+    ``hold_id``: the id a node gave it (a reservation made at a self-check).
+    """
     with feed.transaction():
         if s.Reader.get_or_none(s.Reader.card == reader) is None:
             raise ActionError(f"no reader with card {reader}", "no_reader")
@@ -60,7 +64,9 @@ def place_hold(reader: str, title_id: str, pickup_node: str) -> s.Hold:
         if s.Hold.select().where((s.Hold.reader == reader) & (s.Hold.title_id == title_id)
                                  & s.Hold.status.in_(holds.ACTIVE)).exists():
             raise ActionError(f"{reader} already has a hold on {title_id}", "already_held")
-        return holds.create(reader, title_id, pickup_node)
+        if hold_id is not None and s.Hold.get_or_none(s.Hold.id == hold_id) is not None:
+            raise ActionError(f"hold {hold_id} exists already")
+        return holds.create(reader, title_id, pickup_node, hold_id=hold_id)
 
 
 def cancel_hold(hold_id: str) -> None:

@@ -44,13 +44,25 @@ def copy_row(barcode: str) -> s.Copy:
     return row
 
 
-def floating(row: s.Copy) -> bool:
-    """The copy's return policy: its collection's, else the network default."""
+def floating(row: s.Copy, table: dict[str, bool] | None = None) -> bool:
+    """The copy's return policy: its collection's, else the network default.
+
+    ``table``: every collection's policy (``collections()``), read once for many copies.
+    """
     if row.collection:
-        coll = s.Collection.get_or_none(s.Collection.id == row.collection)
-        if coll is not None:
-            return bool(coll.floating)
+        if table is not None:
+            if row.collection in table:
+                return table[row.collection]
+        else:
+            coll = s.Collection.get_or_none(s.Collection.id == row.collection)
+            if coll is not None:
+                return bool(coll.floating)
     return settings.get_bool("cloud.floating_default")
+
+
+def collections() -> dict[str, bool]:
+    """Every collection's return policy: floating or not, by id."""
+    return {c.id: bool(c.floating) for c in s.Collection.select()}
 
 
 def state(row: s.Copy) -> reconcile.CopyState:

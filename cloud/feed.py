@@ -125,22 +125,42 @@ def reader_data(r: s.Reader, open_loans: int | None = None) -> dict[str, Any]:
         open_loans = s.Loan.select().where((s.Loan.reader == r.card)
                                            & s.Loan.returned_at.is_null()).count()
     return {"card": r.card, "name": r.name, "category": r.category, "pin_hash": r.pin_hash,
-            "blocked_reason": r.blocked_reason, "open_loans": open_loans,
-            "fees_owed": r.fees_owed}
+            "blocked_reason": r.blocked_reason, "blocked_by": r.blocked_by,
+            "open_loans": open_loans, "fees_owed": r.fees_owed}
 
 
-def title_data(t: s.Title, waiting: int | None = None) -> dict[str, Any]:
-    """A title, with how many readers wait for it (a renewal is refused then)."""
+def title_data(t: s.Title, waiting: int | None = None,
+               next_hold: s.Hold | None | bool = True) -> dict[str, Any]:
+    """A title, with how many readers wait for it (a renewal is refused then).
+
+    And the first hold waiting for it with no copy yet (``holds.next_in_line``;
+    ``True``: look it up): a copy of it returned anywhere goes to that hold's
+    pickup node, so a node can tell its sorter so (edge/routing.py).
+    """
     if waiting is None:
         waiting = s.Hold.select().where((s.Hold.title_id == t.id)
                                         & s.Hold.status.in_(["waiting", "ready"])).count()
+    if next_hold is True:
+        from cloud import holds  # holds records its changes here
+
+        next_hold = holds.next_in_line(t.id)
+    nxt = next_hold if isinstance(next_hold, s.Hold) else None
     return {"id": t.id, "title": t.title, "author": t.author, "isbn": t.isbn,
-            "language": t.language, "item_type": t.item_type, "holds_waiting": waiting}
+            "language": t.language, "item_type": t.item_type, "holds_waiting": waiting,
+            "next_hold": nxt.id if nxt else None, "next_pickup": nxt.pickup_node if nxt else None}
 
 
-def copy_data(c: s.Copy) -> dict[str, Any]:
-    """A copy as the node where it sits holds it."""
-    return {"barcode": c.barcode, "title_id": c.title_id, "slot": c.slot}
+def copy_data(c: s.Copy, floating: bool | None = None) -> dict[str, Any]:
+    """A copy as the node where it sits holds it, with its return policy.
+
+    ``floating`` None: look it up (``copies.floating``).
+    """
+    if floating is None:
+        from cloud import copies  # copies records its changes here
+
+        floating = copies.floating(c)
+    return {"barcode": c.barcode, "title_id": c.title_id, "slot": c.slot,
+            "home_node": c.home_node, "floating": floating}
 
 
 def hold_data(h: s.Hold) -> dict[str, Any]:
@@ -173,7 +193,14 @@ def copy_moved(barcode: str, old_node: str | None, new: s.Copy | None) -> None:
     """A copy left ``old_node`` and/or arrived somewhere (or changed slot)."""
     new_node = new.location_node if new is not None and new.status in HERE else None
     if old_node and old_node != new_node:
-        record("copy", barcode, "delete", {"barcode": barcode}, scope=old_node)
+        # Where the cloud sends it, if it does, and for which hold (none: home): the node
+        # may see it again (its sorter, after staff pulled it from the shelf).
+        going = new.transit_to if new is not None and new.status == "in_transit" else None
+        hold = s.Hold.get_or_none((s.Hold.copy == barcode) & (s.Hold.pickup_node == going)
+                                  & s.Hold.status.in_(["waiting", "ready"])) if going else None
+        record("copy", barcode, "delete", {"barcode": barcode, "transit_to": going,
+                                           "transit_hold": hold.id if hold else None},
+               scope=old_node)
     if new is not None and new_node:
         record("copy", barcode, "upsert", copy_data(new), scope=new_node)
 
@@ -235,9 +262,15 @@ def snapshot(node: str) -> list[dict[str, Any]]:
                                 .group_by(s.Hold.title_id)))
         items += [_wire(rev, "reader", r.card, "upsert", reader_data(r, loans.get(r.card, 0)))
                   for r in s.Reader.select()]
-        items += [_wire(rev, "title", t.id, "upsert", title_data(t, waiting.get(t.id, 0)))
+        from cloud import copies, holds  # they record their changes here
+
+        heads = holds.heads_of_queues()
+        items += [_wire(rev, "title", t.id, "upsert",
+                        title_data(t, waiting.get(t.id, 0), heads.get(t.id)))
                   for t in s.Title.select()]
-        items += [_wire(rev, "copy", c.barcode, "upsert", copy_data(c)) for c in
+        collections = copies.collections()
+        items += [_wire(rev, "copy", c.barcode, "upsert",
+                        copy_data(c, copies.floating(c, collections))) for c in
                   s.Copy.select().where((s.Copy.location_node == node)
                                         & s.Copy.status.in_(HERE))]
         items += [_wire(rev, "hold", h.id, "upsert", hold_data(h)) for h in

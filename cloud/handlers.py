@@ -11,7 +11,7 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
-from cloud import debts, feed, reconcile
+from cloud import clocks, debts, feed, reconcile
 from cloud import store as s
 from edge import circulation
 from protocol.envelope import Event
@@ -46,7 +46,7 @@ def loan_checkout(node: s.Node, ev: Event, now: datetime) -> None:
         borrower = reconcile.Borrower(True, reader.blocked_reason, reader.blocked_at, open_loans,
                                       max_items(b["copy"], reader.category))
     for rep in reconcile.checkout_flags(borrower, node=node.id, copy=b["copy"],
-                                        reader=b["reader"], at=ev.ts):
+                                        reader=b["reader"], at=clocks.happened_at(ev)):
         _exception(rep.kind, node, ev, rep.detail, copy=b["copy"])
 
 
@@ -68,7 +68,7 @@ def fee_paid(node: s.Node, ev: Event, now: datetime) -> set[str] | None:
     b = ev.body
     s.Payment.insert(id=b["payment_id"], reader=b["reader"], node=node.id, amount=b["amount"],
                      kind=b["kind"], description=b["description"],
-                     paid_at=ev.ts).on_conflict_ignore().execute()
+                     paid_at=clocks.happened_at(ev)).on_conflict_ignore().execute()
     if b["kind"] == "fee":
         # Kept in the ledger even for a card the cloud does not know yet (its
         # registration may arrive later from another node): the money was paid.

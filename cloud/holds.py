@@ -21,6 +21,7 @@ from __future__ import annotations
 import logging
 import uuid
 from datetime import date, datetime, timedelta
+from typing import Any
 
 from cloud import copies, feed, notices, reconcile, settings
 from cloud import store as s
@@ -38,10 +39,14 @@ def _takeable(kind: str | None) -> str:
     return "in_slot" if kind == "machine" else "on_shelf"
 
 
-def create(reader: str, title_id: str, pickup_node: str, now: datetime | None = None) -> s.Hold:
-    """A new hold, with a copy set aside or sent for it if there is one (caller validates)."""
+def create(reader: str, title_id: str, pickup_node: str, now: datetime | None = None,
+           hold_id: str | None = None) -> s.Hold:
+    """A new hold, with a copy set aside or sent for it if there is one (caller validates).
+
+    ``hold_id``: the id a node gave it (a reservation made at a self-check).
+    """
     now = now or s.utcnow()
-    hold: s.Hold = s.Hold.create(id=uuid.uuid4().hex, title_id=title_id, reader=reader,
+    hold: s.Hold = s.Hold.create(id=hold_id or uuid.uuid4().hex, title_id=title_id, reader=reader,
                                  pickup_node=pickup_node, status="waiting", created_at=now)
     assign(hold, now)
     feed.hold_changed(hold)
@@ -80,6 +85,7 @@ def _set_aside(hold: s.Hold, c: s.Copy, kinds: dict[str, str], now: datetime,
                touched: set[str] | None) -> None:
     c = copies.copy_row(c.barcode)  # taken FOR UPDATE on PostgreSQL until we commit
     hold.copy = c.barcode
+    hold.save(only=[s.Hold.copy])   # before the copy moves: the feed names the hold it goes to
     pickup_kind = kinds.get(hold.pickup_node)
     if c.location_node != hold.pickup_node or c.status == "in_transit":
         c = copies.apply_cloud_fact(c.barcode, "cloud.transfer",
@@ -216,9 +222,7 @@ def release(c: s.Copy, now: datetime, touched: set[str] | None = None) -> None:
                   and c.location_node is not None)
     if c.status not in reconcile.AT_REST and not home_bound:
         return
-    nxt = (s.Hold.select().where((s.Hold.title_id == c.title_id) & (s.Hold.status == "waiting")
-                                 & s.Hold.copy.is_null())
-           .order_by(s.Hold.created_at, s.Hold.id).first())
+    nxt = next_in_line(c.title_id)
     if nxt is not None:
         _set_aside(nxt, c, _kinds(), now, touched)
         feed.hold_changed(nxt)
@@ -230,6 +234,28 @@ def release(c: s.Copy, now: datetime, touched: set[str] | None = None) -> None:
         c = copies.apply_cloud_fact(c.barcode, "cloud.transfer", {"to": home, "to_kind": kind},
                                     now, touched)
         _open_transfer(c, home, "home", None, now)
+
+
+def _in_line() -> Any:
+    """Holds waiting with no copy set aside, in the order they are served."""
+    return (s.Hold.select().where((s.Hold.status == "waiting") & s.Hold.copy.is_null())
+            .order_by(s.Hold.created_at, s.Hold.id))
+
+
+def next_in_line(title_id: str | None) -> s.Hold | None:
+    """The hold the next free copy of a title goes to (first come, first served)."""
+    if title_id is None:
+        return None
+    found: s.Hold | None = _in_line().where(s.Hold.title_id == title_id).first()
+    return found
+
+
+def heads_of_queues() -> dict[str, s.Hold]:
+    """``next_in_line`` of every title that has one, in one query (for a snapshot)."""
+    heads: dict[str, s.Hold] = {}
+    for h in _in_line():
+        heads.setdefault(h.title_id, h)
+    return heads
 
 
 def expire(today: date | None = None, now: datetime | None = None) -> int:

@@ -28,6 +28,7 @@ from cloud import (
     devices,  # noqa: F401 - registers its handlers
     feed,
     holds,
+    node_requests,  # noqa: F401 - registers its handlers
     reconcile,
 )
 from cloud import store as s
@@ -169,7 +170,8 @@ def _apply(batch: _Batch, ev: Event) -> None:
             if len(facts) > 1:
                 key += f".{i:04d}"
             copies.apply_fact(barcode, reconcile.Fact(key, node.id, node.kind, ev.seq, ev.type,
-                                                      ev.ts, body), batch.now, batch.readers)
+                                                      clocks.happened_at(ev), body),
+                              batch.now, batch.readers)
             batch.copies.add(barcode)
         handler = HANDLERS.get(ev.type)
         if handler is not None:

@@ -444,24 +444,21 @@ class ClockReading:
 
 
 def read_clock(ts: datetime, hlc_wall_ms: int, received: datetime,
-               node_offset_s: float | None, threshold_s: float, *,
-               hlc_counter: int) -> ClockReading:
+               node_offset_s: float | None, threshold_s: float) -> ClockReading:
     """Judge a node's wall clock (``ts``) against its HLC and the cloud's receive time.
 
-    A wall clock behind the node's own HLC went back (a dead RTC, a bad NTP
-    step): the HLC is the better lower bound. The HLC shows it: its wall part
-    stays at the last good reading and its counter climbs. With a zero counter
-    the HLC's wall part IS the node's clock when it wrote the event, so a ts
-    behind it is a time the node was told (a self-check kiosk's no-block
-    checkout reported later), not a wrong clock. A ts later than the cloud
-    received the event is in the future: the receive time bounds it. A node
-    measured behind (its live status) is corrected by that offset. An event
-    merely old is no evidence: it may have waited in an offline outbox.
+    ``ts`` is always the node's own clock when it wrote the event (a time it was
+    told, as a kiosk's no-block checkout, travels as the body's ``at``). A wall
+    clock behind the node's own HLC went back (a dead RTC, a bad NTP step): the
+    HLC is the better lower bound. A ts later than the cloud received the event
+    is in the future: the receive time bounds it. A node measured behind (its
+    live status) is corrected by that offset. An event merely old is no
+    evidence: it may have waited in an offline outbox.
     """
     hlc_at = datetime.fromtimestamp(hlc_wall_ms / 1000, tz=ts.tzinfo)
     behind_hlc = (hlc_at - ts).total_seconds()
     ahead = (ts - received).total_seconds()
-    if behind_hlc > threshold_s and hlc_counter > 0:
+    if behind_hlc > threshold_s:
         at = min(hlc_at, received)
         cause = f"its wall clock is {behind_hlc:.0f} s behind its hybrid clock"
     elif ahead > threshold_s:
@@ -480,6 +477,16 @@ def read_clock(ts: datetime, hlc_wall_ms: int, received: datetime,
 def corrected_due(due: date, ts: datetime, at: datetime) -> date:
     """The due date a right clock would have given: the same loan period from the right day."""
     return due + (at.astimezone(ts.tzinfo).date() - ts.date())
+
+
+def bound_reported(at: datetime, ts: datetime, max_delay: timedelta) -> datetime:
+    """When a transaction reported as done earlier (``at``) is believed to have happened.
+
+    Not after the node recorded it (``ts``, corrected), and not more than
+    ``max_delay`` before: a kiosk whose clock reset to 2000 must not make a loan
+    26 years overdue.
+    """
+    return min(max(at, ts - max_delay), ts)
 
 
 # -- holds ---------------------------------------------------------------------------

@@ -36,6 +36,11 @@ DEFAULTS: dict[str, str] = {
     # A node clock off by more than this is flagged and its due dates corrected: far
     # beyond NTP drift and network delay, far below a wrong time zone or a dead RTC.
     "cloud.clock_skew_seconds": "120",
+    # A transaction a node reports as done earlier (a self-check kiosk's store-and-forward
+    # checkout: the event's "at") is believed at most this many days back from when the
+    # node recorded it; older is a kiosk clock gone wrong (reset to 2000), not a kiosk
+    # that stored loans for weeks. The nodes bound their kiosks' dates the same way.
+    "cloud.max_report_delay_days": "14",
     # Copies with no collection float (stay where returned): machines' stock is shared.
     "cloud.floating_default": "1",
     # Superseded changes older than this are dropped from the feed; a node that far

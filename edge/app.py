@@ -34,6 +34,7 @@ DEFAULTS: dict[str, Any] = {
     "SIP2_PORT": None,            # None: off; 0: any free port (tests)
     "SIP2_TLS_CERT": None,        # PEM certificate (and key): SIP2 over TLS
     "SIP2_TLS_KEY": None,
+    "SIP2_STATUS_BEFORE_LOGIN": False,   # answer 99 before 93 (RFID gates that poll first)
 }
 
 

@@ -4,10 +4,12 @@ A "changes" message is applied only if it starts at this node's revision
 (``from_rev``), in one transaction that also moves the revision, so a duplicate
 or stale message changes nothing and a gap cannot happen. A snapshot is applied
 when all its parts are in. Local truth wins over the cloud's older picture: a
-copy named by an event the cloud has not yet acknowledged keeps its local state.
+copy named by an event the cloud has not yet acknowledged keeps its local state,
+and so does the block of a card this node blocked or unblocked itself.
 """
 from __future__ import annotations
 
+import json
 import logging
 from datetime import date, datetime
 from typing import Any
@@ -16,6 +18,8 @@ from edge.store import Copy, EdgeStore, Hold, Loan, Meta, Outbox, Policy, Reader
 
 logger = logging.getLogger(__name__)
 
+# Events by which this node itself changed a reader's block (edge/sip2/patron.py).
+BLOCK_EVENTS = ("reader.blocked", "reader.unblocked")
 # Snapshot parts kept while waiting for the rest; an abandoned snapshot (the
 # link dropped half-way) is dropped when a newer one starts.
 MAX_PENDING_SNAPSHOTS = 2
@@ -40,10 +44,10 @@ class FeedApplier:
         with self.store._lock, db.atomic():
             if msg["from_rev"] != self.rev() or self.rev() == 0:
                 return False
-            protected = self._protected()
+            protected, told = self._protected(), self._blocks_told()
             now = utcnow()
             for ch in msg["changes"]:
-                self._apply(ch, protected, now)
+                self._apply(ch, protected, now, told)
             self._set_rev(msg["to_rev"], now)
         self.applied_changes += len(msg["changes"])
         return True
@@ -67,6 +71,14 @@ class FeedApplier:
     def _set_rev(self, rev: int, now: datetime) -> None:
         self.store._set_meta("feed_rev", str(rev))
         self.store._set_meta("feed_at", now.isoformat())
+
+    @staticmethod
+    def _blocks_told() -> set[str]:
+        # Cards this node blocked or unblocked (a self-check's 01 / 25) in events the
+        # cloud has not acknowledged: the feed's older word on their block waits.
+        rows = Outbox.select(Outbox.envelope).where(
+            (Outbox.acked == False) & Outbox.type.in_(BLOCK_EVENTS))  # noqa: E712
+        return {json.loads(r.envelope)["body"]["card"] for r in rows}
 
     @staticmethod
     def _protected() -> set[str]:
@@ -94,13 +106,17 @@ class FeedApplier:
             _bulk(Hold, [_hold(d) for d in by.get("hold", [])])
             for d in by.get("config", []):
                 self.store._set_meta(f"config.{d['key']}", str(d["value"]))
-            readers = [_reader(d, now) for d in by.get("reader", [])]
-            for i in range(0, len(readers), BULK):
-                chunk = readers[i:i + BULK]
-                Reader.insert_many(chunk).on_conflict(
-                    conflict_target=[Reader.card],
-                    preserve=[getattr(Reader, k) for k in chunk[0] if k != "card"],
-                ).execute()
+            told = self._blocks_told()
+            readers = [_reader(d, now) for d in by.get("reader", []) if d["card"] not in told]
+            readers_told = [_reader(d, now, keep_block=True) for d in by.get("reader", [])
+                            if d["card"] in told]
+            for rows in (readers, readers_told):
+                for i in range(0, len(rows), BULK):
+                    chunk = rows[i:i + BULK]
+                    Reader.insert_many(chunk).on_conflict(
+                        conflict_target=[Reader.card],
+                        preserve=[getattr(Reader, k) for k in chunk[0] if k != "card"],
+                    ).execute()
             # Everything here that the snapshot does not name has left, except what
             # an unacknowledged event of ours names (a subquery: no parameter limit).
             pending = Outbox.select(Outbox.copy).where(
@@ -113,13 +129,14 @@ class FeedApplier:
         self.snapshots += 1
         logger.info("snapshot at rev %d applied: %d items", rev, len(items))
 
-    def _apply(self, ch: dict[str, Any], protected: set[str], now: datetime) -> None:
+    def _apply(self, ch: dict[str, Any], protected: set[str], now: datetime,
+               blocks_told: set[str]) -> None:
         entity, op, d = ch["entity"], ch["op"], ch["data"]
         if entity == "reader":
             if op == "delete":
                 Reader.delete().where(Reader.card == ch["key"]).execute()
             else:
-                row = _reader(d, now)
+                row = _reader(d, now, keep_block=ch["key"] in blocks_told)
                 Reader.insert(**row).on_conflict(
                     conflict_target=[Reader.card],
                     preserve=[getattr(Reader, k) for k in row if k != "card"]).execute()
@@ -132,7 +149,11 @@ class FeedApplier:
             if ch["key"] in protected:
                 return
             if op == "delete":
-                Copy.update(here=False, slot=None).where(Copy.barcode == ch["key"]).execute()
+                # It left; "transit_to" says where the cloud is sending it, if anywhere,
+                # and "transit_hold" for which hold there (none: home).
+                Copy.update(here=False, slot=None, transit_to=d.get("transit_to"),
+                            transit_hold=d.get("transit_hold")).where(
+                    Copy.barcode == ch["key"]).execute()
             else:
                 Copy.insert(**_copy(d)).on_conflict_replace().execute()
         elif entity == "hold":
@@ -157,23 +178,31 @@ def _bulk(model: Any, rows: list[dict[str, Any]], replace: bool = False) -> None
         (q.on_conflict_replace() if replace else q).execute()
 
 
-def _reader(d: dict[str, Any], now: datetime) -> dict[str, Any]:
-    return {"card": d["card"], "name": d.get("name", ""), "category": d.get("category", "adult"),
-            "pin_hash": d.get("pin_hash") or "", "blocked_reason": d.get("blocked_reason"),
-            "open_loans": int(d.get("open_loans", 0)), "fees_owed": int(d.get("fees_owed", 0)),
-            "synced_at": now}
+def _reader(d: dict[str, Any], now: datetime, keep_block: bool = False) -> dict[str, Any]:
+    """A reader row from the feed; ``keep_block``: leave this node's own word on the block."""
+    row = {"card": d["card"], "name": d.get("name", ""), "category": d.get("category", "adult"),
+           "pin_hash": d.get("pin_hash") or "", "blocked_reason": d.get("blocked_reason"),
+           "blocked_by": d.get("blocked_by"), "open_loans": int(d.get("open_loans", 0)),
+           "fees_owed": int(d.get("fees_owed", 0)), "synced_at": now}
+    if keep_block:
+        del row["blocked_reason"], row["blocked_by"]
+    return row
 
 
 def _title(d: dict[str, Any]) -> dict[str, Any]:
     return {"id": d["id"], "title": d.get("title", ""), "author": d.get("author", ""),
             "isbn": d.get("isbn", ""), "language": d.get("language", ""),
             "item_type": d.get("item_type", "book"),
-            "holds_waiting": int(d.get("holds_waiting", 0))}
+            "holds_waiting": int(d.get("holds_waiting", 0)),
+            "next_hold": d.get("next_hold"), "next_pickup": d.get("next_pickup")}
 
 
 def _copy(d: dict[str, Any]) -> dict[str, Any]:
+    floating = d.get("floating")
     return {"barcode": d["barcode"], "title_id": d.get("title_id"), "slot": d.get("slot"),
-            "here": True, "on_loan": False}
+            "here": True, "on_loan": False, "home_node": d.get("home_node"),
+            "floating": None if floating is None else bool(floating), "transit_to": None,
+            "transit_hold": None}
 
 
 def _hold(d: dict[str, Any]) -> dict[str, Any]:

@@ -16,7 +16,7 @@ import threading
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
@@ -31,8 +31,9 @@ from peewee import (
     SqliteDatabase,
     TextField,
 )
+from playhouse.migrate import SqliteMigrator, migrate
 
-from edge import circulation
+from edge import circulation, routing
 from protocol.envelope import make_envelope
 from protocol.hlc import HybridClock, Timestamp
 
@@ -78,6 +79,10 @@ class Title(BaseModel):
     language = CharField(default="")
     item_type = CharField(default="book")
     holds_waiting = IntegerField(default=0)  # readers waiting for it anywhere (blocks renewals)
+    # The first hold waiting for it with no copy yet, and where it is collected: a copy
+    # of this title returned anywhere goes there (edge/routing.py).
+    next_hold = CharField(null=True)
+    next_pickup = CharField(null=True)
 
 
 class Copy(BaseModel):
@@ -88,6 +93,12 @@ class Copy(BaseModel):
     slot = IntegerField(null=True)
     here = BooleanField(default=True)
     on_loan = BooleanField(default=False)
+    # Its return policy, from the cloud's feed: a fixed copy (floating False) goes back
+    # to home_node; transit_to: where it is being sent (edge/routing.py).
+    home_node = CharField(null=True)
+    floating = BooleanField(null=True)
+    transit_to = CharField(null=True)
+    transit_hold = CharField(null=True)   # ... for that hold there (None: home)
 
 
 class Reader(BaseModel):
@@ -98,6 +109,7 @@ class Reader(BaseModel):
     category = CharField(default="adult")
     pin_hash = CharField(default="")
     blocked_reason = TextField(null=True)
+    blocked_by = CharField(null=True)         # staff | auto | kiosk (a self-check's 01)
     open_loans = IntegerField(default=0)      # across the network, as the cloud last said
     fees_owed = IntegerField(default=0)       # in tiyn (1/100 tenge), as the cloud last said
     synced_at = DateTimeField(null=True)      # when the cloud's figures above arrived
@@ -217,12 +229,14 @@ class LoanResult:
 
 @dataclass(frozen=True)
 class ReturnResult:
-    """What the reader is told after a return."""
+    """What the reader is told after a return, and where the copy goes now."""
 
     copy: str
     loan_id: str | None
     known: bool
     seq: int
+    route: routing.Route = routing.Route(routing.SHELF)
+    reader: str | None = None     # whose loan it closed
 
 
 def open_db(path: str) -> SqliteDatabase:
@@ -230,7 +244,22 @@ def open_db(path: str) -> SqliteDatabase:
     db.init(path, pragmas=PRAGMAS, check_same_thread=False)
     db.connect(reuse_if_open=True)
     db.create_tables(TABLES)
+    add_missing_columns(TABLES)
     return db
+
+
+def add_missing_columns(tables: list[type[Model]]) -> None:
+    """Add the columns a newer build defines to tables an older build created."""
+    migrator = SqliteMigrator(db)
+    ops = []
+    for model in tables:
+        have = {c.name for c in db.get_columns(model._meta.table_name)}
+        ops += [migrator.add_column(model._meta.table_name, f.column_name, f)
+                for f in model._meta.sorted_fields
+                if f.column_name not in have and (f.null or f.default is not None)]
+    if ops:
+        with db.atomic():
+            migrate(*ops)
 
 
 # The node's wall clock may be wrong; the chaos suite makes one wrong on purpose
@@ -247,6 +276,22 @@ def set_clock_skew(seconds: float) -> None:
 def utcnow() -> datetime:
     """Now, in UTC, aware: the node's wall clock."""
     return datetime.now(UTC) + _clock_skew
+
+
+def _reported(when: datetime | None) -> datetime | None:
+    """A time someone told us (aware), in UTC like the node's own clock."""
+    return when.astimezone(UTC) if when is not None else None
+
+
+def _aware(when: datetime) -> datetime:
+    """A time read back from SQLite, aware (the node writes UTC)."""
+    return when if when.tzinfo else when.replace(tzinfo=UTC)
+
+
+def _told(at: datetime | None, source: str | None) -> dict[str, Any]:
+    """The optional body fields of a transaction done elsewhere: ``at`` and ``source``."""
+    return {**({"at": at} if at is not None else {}),
+            **({"source": source} if source else {})}
 
 
 def hash_pin(pin: str, salt: str | None = None) -> str:
@@ -462,14 +507,19 @@ class EdgeStore:
     # -- circulation ----------------------------------------------------------
 
     def checkout(self, card: str, barcode: str, *, slot: int | None = None,
-                 intent_id: str | None = None, now: datetime | None = None) -> LoanResult:
+                 intent_id: str | None = None, now: datetime | None = None,
+                 happened_at: datetime | None = None, source: str | None = None
+                 ) -> LoanResult:
         """Record a loan and its ``loan.checkout`` event in one transaction.
 
         At a machine the book has already left the slot, so the rules were
         checked before the motor turned; ``intent_id`` closes that intent. A copy
         set aside for this reader's hold also fulfils the hold (``hold.picked_up``).
+        ``happened_at``: the loan was made then, somewhere that told us only now
+        (a kiosk's no-block checkout); it dates the loan and its due day.
         """
         now = now or utcnow()
+        at = _reported(happened_at) or now
         with self._lock, db.atomic():
             if intent_id is None:
                 refusal = self.check_checkout(card, barcode, now)
@@ -480,34 +530,41 @@ class EdgeStore:
             policy = circulation.policy_for(self.policies(),
                                             self._item_type(c.title_id if c else None),
                                             reader.category if reader else "*")
-            due = circulation.due_date(policy, now.date())
+            due = circulation.due_date(policy, at.date())
             hold = Hold.get_or_none((Hold.copy == barcode) & (Hold.reader == card)
                                     & (Hold.status != "picked_up"))
             loan_id = intent_id or uuid.uuid4().hex
-            Loan.create(id=loan_id, copy=barcode, reader=card, checked_out_at=now, due=due,
+            Loan.create(id=loan_id, copy=barcode, reader=card, checked_out_at=at, due=due,
                         hold_id=hold.id if hold else None)
-            Copy.update(on_loan=True, here=False, slot=None).where(
+            Copy.update(on_loan=True, here=False, slot=None, transit_to=None,
+                        transit_hold=None).where(
                 Copy.barcode == barcode
             ).execute()
             if intent_id:
                 DispenseIntent.update(state="done").where(
                     DispenseIntent.id == intent_id
                 ).execute()
+            told = _told(happened_at and at, source)
             seq = self._append_event("loan.checkout", {
                 "loan_id": loan_id, "copy": barcode, "reader": card, "due": due, "slot": slot,
-            }, now)
+                **told}, now)
             if hold:
                 Hold.update(status="picked_up").where(Hold.id == hold.id).execute()
                 self._append_event("hold.picked_up", {
                     "hold_id": hold.id, "copy": barcode, "reader": card, "loan_id": loan_id,
-                }, now)
+                    **told}, now)
         t = Title.get_or_none(Title.id == c.title_id) if c else None
         logger.info("checkout %s to %s due %s (seq %d)", barcode, card, due, seq)
         return LoanResult(loan_id, barcode, card, due, seq, t.title if t else None)
 
-    def checkin(self, barcode: str, *, slot: int | None = None,
-                now: datetime | None = None) -> ReturnResult:
-        """Accept the return of ANY copy of the network and record its ``loan.return``."""
+    def checkin(self, barcode: str, *, slot: int | None = None, now: datetime | None = None,
+                happened_at: datetime | None = None, source: str | None = None
+                ) -> ReturnResult:
+        """Accept the return of ANY copy of the network and record its ``loan.return``.
+
+        ``happened_at``: it came back then (a kiosk's no-block check-in), never
+        before the loan it closes began.
+        """
         now = now or utcnow()
         with self._lock, db.atomic():
             loan = (
@@ -516,11 +573,18 @@ class EdgeStore:
                 .order_by(Loan.checked_out_at.desc())
                 .first()
             )
+            at = _reported(happened_at)
+            if at is not None and loan is not None:
+                at = max(at, _aware(loan.checked_out_at))
             if loan:
-                Loan.update(returned_at=now).where(Loan.id == loan.id).execute()
+                Loan.update(returned_at=at or now).where(Loan.id == loan.id).execute()
             copy = Copy.get_or_none(Copy.barcode == barcode)
+            route = self._route(copy, barcode, lent_here=loan is not None)
+            # Kept for 17 Item Information and a second check-in: where it is going.
+            going = route.to if route.kind in (routing.HOLD_ELSEWHERE, routing.HOME) else None
             if copy:
-                Copy.update(on_loan=False, here=True, slot=slot).where(
+                Copy.update(on_loan=False, here=True, slot=slot, transit_to=going,
+                            transit_hold=route.hold_id if going else None).where(
                     Copy.barcode == barcode
                 ).execute()
             else:
@@ -529,18 +593,45 @@ class EdgeStore:
                 "copy": barcode,
                 "loan_id": loan.id if loan else None,
                 "reader": loan.reader if loan else None,
-            }, now)
-        logger.info("return %s (loan %s, seq %d)", barcode, loan.id if loan else "-", seq)
-        return ReturnResult(barcode, loan.id if loan else None, copy is not None, seq)
+                **_told(at, source)}, now)
+        logger.info("return %s (loan %s, seq %d): %s %s", barcode, loan.id if loan else "-", seq,
+                    route.kind, route.to or "")
+        return ReturnResult(barcode, loan.id if loan else None, copy is not None, seq, route,
+                            loan.reader if loan else None)
 
-    def renew(self, loan_id: str, now: datetime | None = None) -> LoanResult:
-        """Extend an open loan made or known here; ``loan.renew`` tells the cloud."""
+    def _route(self, c: Copy | None, barcode: str, *, lent_here: bool) -> routing.Route:
+        """Where a copy coming back here goes next (``edge/routing.py``), from what we know."""
+        title = Title.get_or_none(Title.id == c.title_id) if c and c.title_id else None
+        held = Hold.get_or_none((Hold.copy == barcode) & (Hold.status != "picked_up"))
+        nxt = Hold.get_or_none(Hold.id == title.next_hold) if title and title.next_hold else None
+        known = routing.CopyKnown(
+            c is not None and (c.title_id is not None or lent_here),
+            c.home_node if c else None, c.floating if c else None,
+            c.transit_to if c else None, c.transit_hold if c else None,
+            title.next_hold if title else None,
+            title.next_pickup if title else None, nxt.reader if nxt else None)
+        route = routing.decide(self.node_id, known, (held.id, held.reader) if held else None)
+        r = Reader.get_or_none(Reader.card == route.reader) if route.reader else None
+        return replace(route, reader_name=r.name) if r else route
+
+    def renew(self, loan_id: str, now: datetime | None = None, *,
+              happened_at: datetime | None = None, source: str | None = None,
+              check_rules: bool = True) -> LoanResult:
+        """Extend an open loan made or known here; ``loan.renew`` tells the cloud.
+
+        ``happened_at``: it was renewed then, somewhere that tells us only now (a
+        kiosk's no-block renewal), and without ``check_rules``: the reader was
+        already told the new due date, so it is recorded, not decided again.
+        """
         now = now or utcnow()
         with self._lock, db.atomic():
             loan = Loan.get_or_none((Loan.id == loan_id) & Loan.returned_at.is_null())
             if loan is None:
                 raise CirculationRefused(circulation.Refusal(
                     "unknown_loan", "No open loan with this id is known here."))
+            at = now
+            if happened_at is not None:   # never before the loan began
+                at = max(_reported(happened_at) or now, _aware(loan.checked_out_at))
             c = Copy.get_or_none(Copy.barcode == loan.copy)
             title = Title.get_or_none(Title.id == c.title_id) if c else None
             reader = self.reader_view(loan.reader)
@@ -548,13 +639,13 @@ class EdgeStore:
                                             reader.category if reader else "*")
             refusal = circulation.check_renew(reader, policy, loan.renewals,
                                               title.holds_waiting if title else 0)
-            if refusal:
+            if refusal and check_rules:
                 raise CirculationRefused(refusal)
-            due = circulation.renewed_due(policy, now.date(), loan.due)
+            due = circulation.renewed_due(policy, at.date(), loan.due)
             Loan.update(due=due, renewals=Loan.renewals + 1).where(Loan.id == loan_id).execute()
             seq = self._append_event("loan.renew", {
                 "loan_id": loan_id, "copy": loan.copy, "reader": loan.reader, "due": due,
-            }, now)
+                **_told(happened_at and at, source)}, now)
         return LoanResult(loan_id, loan.copy, loan.reader, due, seq, title.title if title else None)
 
     def register_reader(self, card: str, name: str, category: str, pin: str,

@@ -45,6 +45,19 @@ class LoanOut(Schema):
     title = fields.Str(allow_none=True)
 
 
+class RouteOut(Schema):
+    """Where a returned copy goes next (edge/routing.py): what the sorter is told too."""
+
+    kind = fields.Str(metadata={"description": "hold_here (the hold shelf here), hold_elsewhere "
+                                               "(send it to `to` for a hold there), home (send "
+                                               "it home to `to`), shelf, or unknown (never "
+                                               "held here: staff look it up)"})
+    to = fields.Str(allow_none=True, metadata={"description": "the node it goes to"})
+    hold_id = fields.Str(allow_none=True)
+    reader = fields.Str(allow_none=True, metadata={"description": "a hold here: whose"})
+    reader_name = fields.Str()
+
+
 class ReturnOut(Schema):
     """A return receipt."""
 
@@ -52,6 +65,8 @@ class ReturnOut(Schema):
     loan_id = fields.Str(allow_none=True)
     known = fields.Bool(metadata={"description": "False when this node had never seen the copy"})
     seq = fields.Int()
+    reader = fields.Str(allow_none=True, metadata={"description": "whose loan it closed"})
+    route = fields.Nested(RouteOut)
 
 
 def _store() -> EdgeStore:

@@ -55,24 +55,29 @@ def cloud(database_url: str, broker: str, http: str, shared: bool, credentials: 
               help="PEM certificate: SIP2 over TLS.")
 @click.option("--sip2-tls-key", type=click.Path(exists=True, dir_okay=False), default=None,
               help="PEM private key of --sip2-tls-cert (if not in the same file).")
+@click.option("--sip2-status-before-login", is_flag=True,
+              help="Answer 99 SC Status before a login (for RFID gates that poll first).")
 @click.option("-v", "--verbose", is_flag=True)
 def edge(node: str, kind: str, database: str, broker: str, http: str,
          serial_port: str | None, credentials: str | None, sip2: str | None,
-         sip2_tls_cert: str | None, sip2_tls_key: str | None, verbose: bool) -> None:
+         sip2_tls_cert: str | None, sip2_tls_key: str | None, sip2_status_before_login: bool,
+         verbose: bool) -> None:
     """Run one edge node (a vending machine or a branch)."""
     from edge.app import create_app, shutdown
 
     setup_logging(verbose)
     if kind == "machine" and not serial_port:
         raise click.UsageError("a machine needs --serial (its controller's port)")
-    if (sip2_tls_cert or sip2_tls_key) and not sip2:
-        raise click.UsageError("--sip2-tls-cert/--sip2-tls-key need --sip2 HOST:PORT")
+    if (sip2_tls_cert or sip2_tls_key or sip2_status_before_login) and not sip2:
+        raise click.UsageError("--sip2-tls-cert/--sip2-tls-key/--sip2-status-before-login "
+                               "need --sip2 HOST:PORT")
     mhost, mport = split_hostport(broker, 1883)
     sip2_config: dict[str, Any] = {}
     if sip2:
         shost, sport = split_hostport(sip2, 6001)
         sip2_config = {"SIP2_HOST": shost, "SIP2_PORT": sport, "SIP2_TLS_CERT": sip2_tls_cert,
-                       "SIP2_TLS_KEY": sip2_tls_key}
+                       "SIP2_TLS_KEY": sip2_tls_key,
+                       "SIP2_STATUS_BEFORE_LOGIN": sip2_status_before_login}
     app = create_app({"NODE_ID": node, "NODE_KIND": kind, "DATABASE": database,
                       "MQTT_HOST": mhost, "MQTT_PORT": mport, "SERIAL_PORT": serial_port,
                       **_credentials(credentials), **sip2_config})
@@ -416,13 +421,22 @@ def sip2_account_blocks() -> None:
 
 @sip2_account.command("lift-block")
 @click.argument("card")
-def sip2_account_lift_block(card: str) -> None:
-    """Lift a kiosk's block on a card (the cloud's blocks are lifted with `kitap admin`)."""
+@click.option("--node", required=True, help="This node's id (the event to the cloud names it).")
+@click.option("--by", default="staff", show_default=True, help="Who lifts it (in the event).")
+def sip2_account_lift_block(card: str, node: str, by: str) -> None:
+    """Lift a self-check's block on a card, here and (by an event) everywhere.
+
+    The library's blocks are lifted in the cloud, with `kitap admin unblock`.
+    """
+    from edge import store
     from edge.sip2 import accounts
 
-    if not accounts.lift_block(card):
-        raise click.ClickException(f"no kiosk block on {card}")
-    click.echo(f"kiosk block on {card} lifted")
+    es = store.EdgeStore(node, store.db.database)
+    with es.writing():
+        lifted = accounts.lift_block(es, card, by)
+    if not lifted:
+        raise click.ClickException(f"no self-check block on {card}")
+    click.echo(f"self-check block on {card} lifted; the cloud is told when {node} is linked")
 
 
 main.add_command(firmware_sim_command, "firmware-sim")

@@ -28,6 +28,22 @@ MAX_PAYLOAD_BYTES = 512 * 1024
 _ident = validate.Length(min=1, max=64)
 
 
+def _at() -> fields.AwareDateTime:
+    """When a transaction physically happened, if before the node recorded it.
+
+    A self-check kiosk's store-and-forward checkout, reported later: the
+    envelope's ``ts`` and ``hlc`` stay the node's own clock when it wrote the
+    event. Left out (not null) when the node did it itself, so those events look
+    as they always did.
+    """
+    return fields.AwareDateTime()
+
+
+def _source() -> fields.Str:
+    """Who did it at the node when not the node itself: "sip2:<kiosk login>"."""
+    return fields.Str(validate=_ident)
+
+
 def _hlc(value: str) -> bool:
     try:
         Timestamp.decode(value)
@@ -47,6 +63,8 @@ class LoanCheckoutBody(Schema):
     reader = fields.Str(required=True, validate=_ident)
     due = fields.Date(required=True)
     slot = fields.Int(load_default=None, allow_none=True, validate=validate.Range(min=0, max=999))
+    at = _at()
+    source = _source()
 
 
 class LoanReturnBody(Schema):
@@ -59,6 +77,8 @@ class LoanReturnBody(Schema):
     # The loan as this node knew it; None when the node had never heard of the copy.
     loan_id = fields.Str(load_default=None, allow_none=True, validate=_ident)
     reader = fields.Str(load_default=None, allow_none=True, validate=_ident)
+    at = _at()
+    source = _source()
 
 
 class LoanRenewBody(Schema):
@@ -71,6 +91,8 @@ class LoanRenewBody(Schema):
     copy = fields.Str(required=True, validate=_ident)
     reader = fields.Str(required=True, validate=_ident)
     due = fields.Date(required=True)
+    at = _at()
+    source = _source()
 
 
 class HoldPickedUpBody(Schema):
@@ -83,6 +105,8 @@ class HoldPickedUpBody(Schema):
     copy = fields.Str(required=True, validate=_ident)
     reader = fields.Str(required=True, validate=_ident)
     loan_id = fields.Str(required=True, validate=_ident)
+    at = _at()
+    source = _source()
 
 
 class FeePaidBody(Schema):
@@ -108,6 +132,52 @@ class ReaderRegisteredBody(Schema):
     name = fields.Str(required=True, validate=validate.Length(min=1, max=200))
     category = fields.Str(required=True, validate=validate.Length(min=1, max=32))
     pin_hash = fields.Str(required=True, validate=validate.Length(min=1, max=200))
+
+
+class ReaderBlockedBody(Schema):
+    """A card blocked at the node (a self-check's 01 Block Patron): blocked everywhere."""
+
+    class Meta:
+        unknown = RAISE
+
+    card = fields.Str(required=True, validate=_ident)
+    reason = fields.Str(required=True, validate=validate.Length(min=1, max=200))
+    source = fields.Str(required=True, validate=_ident)
+    card_retained = fields.Bool(load_default=False)
+
+
+class ReaderUnblockedBody(Schema):
+    """A block a self-check set, lifted at the node (25 Patron Enable); never anyone else's."""
+
+    class Meta:
+        unknown = RAISE
+
+    card = fields.Str(required=True, validate=_ident)
+    source = fields.Str(required=True, validate=_ident)
+
+
+class HoldRequestedBody(Schema):
+    """A reader reserved a title at the node, to collect there; the cloud chooses the copy."""
+
+    class Meta:
+        unknown = RAISE
+
+    hold_id = fields.Str(required=True, validate=_ident)
+    reader = fields.Str(required=True, validate=_ident)
+    title = fields.Str(required=True, validate=_ident)
+    pickup = fields.Str(required=True, validate=validate.Regexp(NODE_ID_RE))
+    source = _source()
+
+
+class HoldCancelledBody(Schema):
+    """A reader cancelled their hold at the node."""
+
+    class Meta:
+        unknown = RAISE
+
+    hold_id = fields.Str(required=True, validate=_ident)
+    reader = fields.Str(required=True, validate=_ident)
+    source = _source()
 
 
 _slot = validate.Range(min=1, max=999)
@@ -174,6 +244,10 @@ BODY_SCHEMAS: dict[str, type[Schema]] = {
     "hold.picked_up": HoldPickedUpBody,
     "fee.paid": FeePaidBody,
     "reader.registered": ReaderRegisteredBody,
+    "reader.blocked": ReaderBlockedBody,
+    "reader.unblocked": ReaderUnblockedBody,
+    "hold.requested": HoldRequestedBody,
+    "hold.cancelled": HoldCancelledBody,
 }
 _BODY_INSTANCES: dict[str, Schema] = {k: v() for k, v in BODY_SCHEMAS.items()}
 

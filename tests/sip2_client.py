@@ -223,8 +223,10 @@ class Client:
     def item_info(self, inst: str, item: str) -> Response:
         return self.call(f"17{sip_date()}AO{inst}|AB{item}|AC|")
 
-    def renew(self, inst: str, card: str, item: str, pin: str = "") -> Response:
-        return self.call(f"29NN{sip_date()}{BLANK_DATE}AO{inst}|AA{card}|AD{pin}|AB{item}|AC|")
+    def renew(self, inst: str, card: str, item: str, pin: str = "", *,
+              no_block: bool = False, when: str | None = None) -> Response:
+        return self.call(f"29N{'Y' if no_block else 'N'}{when or sip_date()}{BLANK_DATE}"
+                         f"AO{inst}|AA{card}|AD{pin}|AB{item}|AC|")
 
     def renew_all(self, inst: str, card: str, pin: str = "") -> Response:
         return self.call(f"65{sip_date()}AO{inst}|AA{card}|AD{pin}|AC|")

@@ -115,7 +115,9 @@ def test_librarian_lends_returns_registers_takes_payment_and_hands_out_a_hold(
         # Check in: the loan is gone from her record.
         page.fill("#ci-copy", "C10001")
         page.press("#ci-copy", "Enter")
-        expect(page.locator("#checkin-msg")).to_have_text("Принято: C10001")
+        expect(page.locator("#checkin-msg strong")).to_have_text("Принято: C10001")
+        # ... and where the book goes now, as a sorter would be told: it floats, it stays.
+        expect(page.locator("#checkin-msg .detail")).to_have_text("Поставьте на полку.")
         expect(page.locator("#pf-loans")).to_have_text("Нет")
 
         # A new reader gets a card; the same card twice is refused.

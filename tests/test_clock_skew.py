@@ -1,7 +1,7 @@
 """Nodes with wrong clocks (SQLite and PostgreSQL): flagged for staff, their dates corrected."""
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 
 import pytest
 
@@ -90,11 +90,46 @@ def test_a_checkout_a_kiosk_reports_late_keeps_its_own_time(net) -> None:
     """A self-check kiosk lent offline 3 hours ago; the node (clock right) reports it now."""
     now = s.utcnow()
     then = now - timedelta(hours=3)
+    due = (then + timedelta(days=21)).date()
+    # The node writes it now: ts and HLC are its clock, "at" the kiosk's; two events in
+    # one millisecond (a hold collected) put the HLC's counter above 0.
     send("b-a", 1, "loan.checkout", {"loan_id": "L1", "copy": "C3", "reader": "R1",
-                                     "due": (then + timedelta(days=21)).date()},
-         then, hlc_at=now, received=now)
+                                     "due": due, "at": then, "source": "sip2:hall-1"},
+         now, received=now, counter=2)
+    send("b-a", 2, "loan.return", {"copy": "C3", "loan_id": "L1", "reader": "R1",
+                                   "at": then + timedelta(hours=1)}, now, received=now,
+         counter=3)
     assert s.Node.get_by_id("b-a").clock_flagged_at is None and open_skew() == []
-    assert s.Loan.get_by_id("L1").checked_out_at == then
+    loan = s.Loan.get_by_id("L1")
+    assert (loan.checked_out_at, loan.due, loan.due_node) == (then, due, None)
+    assert loan.returned_at == then + timedelta(hours=1)
+    assert s.StaffException.select().where(
+        s.StaffException.kind == clocks.CLAMPED).count() == 0
+
+
+def test_a_reported_time_out_of_bounds_is_moved_and_shown_to_staff(net) -> None:
+    """A kiosk whose clock reset to 2000, or one ahead of the node: believed within bounds."""
+    now = s.utcnow()
+    dead = datetime(2000, 1, 1, 9, tzinfo=UTC)
+    send("b-a", 1, "loan.checkout", {"loan_id": "L1", "copy": "C1", "reader": "R1",
+                                     "due": date(2000, 1, 22), "at": dead,
+                                     "source": "sip2:hall-1"}, now, received=now)
+    floor = now - timedelta(days=settings.get_int("cloud.max_report_delay_days"))
+    loan = s.Loan.get_by_id("L1")
+    assert loan.checked_out_at == floor
+    assert (loan.due, loan.due_node) == (floor.date() + timedelta(days=21), date(2000, 1, 22))
+    send("b-a", 2, "loan.checkout", {"loan_id": "L2", "copy": "C2", "reader": "R1",
+                                     "due": (now + timedelta(days=22)).date(),
+                                     "at": now + timedelta(days=1)}, now, received=now)
+    assert s.Loan.get_by_id("L2").checked_out_at == now
+    clamped = list(s.StaffException.select().where(s.StaffException.kind == clocks.CLAMPED)
+                   .order_by(s.StaffException.seq))
+    assert [(e.node, e.seq, e.copy) for e in clamped] == [("b-a", 1, "C1"), ("b-a", 2, "C2")]
+    assert "by sip2:hall-1 at 2000-01-01" in clamped[0].detail
+    assert "after the node recorded it" in clamped[1].detail
+    assert open_skew() == []                      # the node's own clock is right
+    debts.overdue_run(settings.today())
+    assert s.Reader.get_by_id("R1").blocked_reason is None   # nothing 26 years overdue
 
 
 def test_an_event_that_waited_offline_is_no_evidence_against_a_clock(net) -> None:

@@ -35,6 +35,33 @@ def test_round_trip_keeps_every_field() -> None:
     assert ev.body_error is None
 
 
+def test_a_transaction_reported_later_carries_its_own_time_and_source() -> None:
+    """``at`` travels in the body (the envelope's ts stays the node's clock); left out if none."""
+    kiosk = datetime(2026, 11, 21, 18, 30, tzinfo=UTC)
+    bodies = {
+        "loan.checkout": {"loan_id": "L1", "copy": "C1", "reader": "R1",
+                          "due": date(2026, 12, 12)},
+        "loan.return": {"copy": "C1", "loan_id": "L1", "reader": "R1"},
+        "loan.renew": {"loan_id": "L1", "copy": "C1", "reader": "R1", "due": date(2026, 12, 30)},
+        "hold.picked_up": {"hold_id": "H1", "copy": "C1", "reader": "R1", "loan_id": "L1"},
+    }
+    for seq, (type_, body) in enumerate(bodies.items(), start=1):
+        told = make_envelope("b-a", seq, "1795300000000-00000", TS, type_,
+                             {**body, "at": kiosk, "source": "sip2:hall-1"})
+        assert told["body"]["at"] == "2026-11-21T18:30:00+00:00"
+        ev = decode_batch(encode_batch([told]), "b-a")[0]
+        assert ev.body_error is None and ev.ts == TS
+        assert (ev.body["at"], ev.body["source"]) == (kiosk, "sip2:hall-1")
+        plain = make_envelope("b-a", seq, "1795300000000-00000", TS, type_, body)
+        assert not {"at", "source"} & set(plain["body"])   # as events always looked
+    naive = {**bodies["loan.return"], "at": "2026-11-21T18:30:00"}
+    ev = decode_batch(encode_batch([checkout(type="loan.return", body=naive)]), "m-almaly")[0]
+    assert ev.body_error and "at" in ev.body_error          # a time without its zone
+    with pytest.raises(RejectedMessage, match="source"):
+        make_envelope("b-a", 1, "1795300000000-00000", TS, "loan.return",
+                      {"copy": "C1", "source": "x" * 65})
+
+
 @pytest.mark.parametrize("payload, reason", [
     (b"{not json", "not JSON"),
     (b"[]", "non-empty"),

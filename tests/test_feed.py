@@ -8,6 +8,7 @@ import pytest
 
 from cloud import actions, feed
 from cloud import store as cs
+from edge import routing
 from edge import store as es
 from edge.feed import FeedApplier
 from protocol.feed import decode_down, encode_down
@@ -161,3 +162,34 @@ def test_wrong_pins_lock_the_card(cloud, node) -> None:
     assert exc.value.refusal.code == "pin_locked"
     # The lock is local state: a feed update of the reader does not lift it.
     assert es.Reader.get_by_id("R1").locked_until is not None
+
+
+def test_a_node_learns_where_its_returns_go(cloud, tmp_path: Path) -> None:
+    """Copies come with their return policy, titles with the first reader waiting, and a
+    copy the cloud sends away says where and for whom: what a branch's sorter is told
+    (edge/routing.py)."""
+    cs.Copy.update(home_node="m-a", collection="reference").where(
+        cs.Copy.barcode == "C2").execute()
+    actions.set_collection("reference", floating=False)
+    store = es.EdgeStore("b-b", str(tmp_path / "b-b.db"))
+    try:
+        applier = bootstrap(store, "b-b")
+        c2 = es.Copy.get_by_id("C2")
+        assert (c2.here, c2.home_node, c2.floating, c2.transit_to) == (True, "m-a", False,
+                                                                          None)
+        assert store.checkin("C2").route == routing.Route("home", "m-a")   # fixed: home
+        store.mark_acked(store.last_seq())       # the cloud has it: the feed may move it
+        rev = applier.rev()
+        actions.withdraw("C1", "worn out")
+        first = actions.place_hold("R1", "T1", "m-a")       # C2 is sent to m-a for R1
+        waiting = actions.place_hold("R2", "T1", "b-b")     # no copy left: R2 waits
+        assert (first.copy, waiting.copy) == ("C2", None)
+        assert applier.apply_changes(wire("changes", feed.changes_for("b-b", rev)))
+        t1 = es.Title.get_by_id("T1")
+        assert (t1.next_hold, t1.next_pickup) == (waiting.id, "b-b")
+        c2 = es.Copy.get_by_id("C2")
+        assert (c2.here, c2.transit_to, c2.transit_hold) == (False, "m-a", first.id)
+        # A sorter here sees it again: it goes to R1's hold at its home, not to R2 here.
+        assert store.checkin("C2").route == routing.Route("hold_elsewhere", "m-a", first.id)
+    finally:
+        es.db.close()

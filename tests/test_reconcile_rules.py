@@ -11,6 +11,7 @@ from cloud.reconcile import (
     Candidate,
     CopyState,
     Fact,
+    bound_reported,
     checkin,
     checkout_flags,
     choose_copy,
@@ -150,28 +151,37 @@ def _ms(t: datetime) -> int:
     return int(t.timestamp() * 1000)
 
 
-@pytest.mark.parametrize(("ts", "hlc", "counter", "offset", "at", "flagged"), [
+@pytest.mark.parametrize(("ts", "hlc", "offset", "at", "flagged"), [
     # right clock, live event
-    (AT, AT, 0, None, AT, False),
+    (AT, AT, None, AT, False),
     # right clock, an event that waited a day in an offline outbox: no evidence
-    (AT - timedelta(days=1), AT - timedelta(days=1), 0, None, AT - timedelta(days=1), False),
+    (AT - timedelta(days=1), AT - timedelta(days=1), None, AT - timedelta(days=1), False),
     # three hours ahead: the receive time bounds it
-    (AT + timedelta(hours=3), AT + timedelta(hours=3), 0, None, AT, True),
+    (AT + timedelta(hours=3), AT + timedelta(hours=3), None, AT, True),
     # the wall clock fell back to 2000 after a power cut; the HLC remembers (its
-    # wall part stuck at the last good reading, its counter climbing)
-    (datetime(2000, 1, 1, tzinfo=UTC), AT - timedelta(minutes=5), 3, None,
+    # wall part stuck at the last good reading)
+    (datetime(2000, 1, 1, tzinfo=UTC), AT - timedelta(minutes=5), None,
      AT - timedelta(minutes=5), True),
-    # a kiosk's checkout done offline 3 hours ago, told to the node now: the node's
-    # clock (the HLC, counter 0) is right and so is the time it was told
-    (AT - timedelta(hours=3), AT, 0, None, AT - timedelta(hours=3), False),
+    # a ts 3 hours behind the HLC, whatever its counter: the clock went back (a time the
+    # node was told, as a kiosk's no-block checkout, is the body's "at", not the ts)
+    (AT - timedelta(hours=3), AT, None, AT, True),
     # measured 2 hours behind by its status: corrected by that offset
-    (AT - timedelta(hours=2, minutes=10), AT - timedelta(hours=2, minutes=10), 0, -7200.0,
+    (AT - timedelta(hours=2, minutes=10), AT - timedelta(hours=2, minutes=10), -7200.0,
      AT - timedelta(minutes=10), True),
 ])
-def test_a_wrong_clock_is_read_right(ts, hlc, counter, offset, at, flagged) -> None:
-    r = read_clock(ts, _ms(hlc), AT, offset, threshold_s=120, hlc_counter=counter)
+def test_a_wrong_clock_is_read_right(ts, hlc, offset, at, flagged) -> None:
+    r = read_clock(ts, _ms(hlc), AT, offset, threshold_s=120)
     assert r.at == at
     assert (r.cause is not None) == flagged
+
+
+@pytest.mark.parametrize(("at", "believed"), [
+    (AT - timedelta(hours=3), AT - timedelta(hours=3)),        # stored 3 hours by a kiosk
+    (AT + timedelta(minutes=5), AT),                           # not after the node wrote it
+    (datetime(2000, 1, 1, tzinfo=UTC), AT - timedelta(days=14)),   # a kiosk clock reset
+])
+def test_a_reported_time_is_believed_within_bounds(at, believed) -> None:
+    assert bound_reported(at, AT, timedelta(days=14)) == believed
 
 
 def test_a_due_date_from_a_wrong_day_keeps_its_loan_period() -> None:

@@ -12,17 +12,42 @@ from pathlib import Path
 import pytest
 
 from edge import store as es
+from edge.feed import FeedApplier
 from edge.sip2 import accounts
 from tests import sip2_client as sc
+from tests.conftest import TOKEN
 from tests.test_sip2_server import INST, Branch, near_now, start_branch, stop_branch
 
 
 @pytest.fixture
 def branch(tmp_path: Path) -> Iterator[Branch]:
     """A seeded branch node, its link to the cloud down, SIP2 on a free port."""
-    b = start_branch(tmp_path)
+    b = start_branch(tmp_path, API_TOKEN=TOKEN)
     yield b
     stop_branch(b)
+
+
+def feed(branch: Branch, changes: list[dict]) -> None:
+    """Apply changes as the cloud's feed sends them (the node is at revision 5)."""
+    branch.store._set_meta("feed_rev", "5")
+    rev = 5 + len(changes)
+    for i, ch in enumerate(changes):
+        ch["rev"] = 6 + i
+    assert FeedApplier(branch.store).apply_changes(
+        {"from_rev": 5, "to_rev": rev, "more": False, "changes": changes})
+
+
+def copy_change(barcode: str, op: str = "upsert", **data: object) -> dict:
+    row = {"barcode": barcode, "title_id": "T1", "slot": None} if op == "upsert" else {
+        "barcode": barcode}
+    return {"entity": "copy", "key": barcode, "op": op, "data": {**row, **data}}
+
+
+def title_change(title_id: str, **data: object) -> dict:
+    t = es.Title.get_by_id(title_id)
+    return {"entity": "title", "key": title_id, "op": "upsert", "data": {
+        "id": title_id, "title": t.title, "item_type": t.item_type,
+        "holds_waiting": t.holds_waiting, **data}}
 
 
 def day(d: date) -> str:
@@ -98,19 +123,63 @@ def test_checkin_takes_any_copy_and_tells_the_sorter_where_it_goes(branch: Branc
                            "CL": ["H"], "CK": ["001"], "CV": ["01"], "CT": ["hall"],
                            "CY": ["R0002"], "DA": ["Ержан Әбіл"],
                            "AF": ["Reserved for a reader: put it on the hold shelf here."]}
-    foreign = c.checkin(INST, "X-OTHER-1")                # another branch's copy
+    foreign = c.checkin(INST, "X-OTHER-1")                # never held here: staff look it up
     assert (foreign.fixed["ok"], foreign.fixed["alert"]) == ("1", "Y")
     assert foreign.fields == {"AO": [INST], "AB": ["X-OTHER-1"], "AQ": [""], "CL": ["T"],
-                              "CK": ["000"], "CV": ["04"],
-                              "AF": ["This item belongs elsewhere: put it in the transfer bin."]}
-    es.Copy.update(here=False).where(es.Copy.barcode == "C08").execute()  # the cloud moved it
-    assert c.checkin(INST, "C08")["CV"] == "04"
-    assert len(branch.events("loan.return")) == 4        # every one is a normal return
+                              "CK": ["000"], "CV": ["04"], "AF": [
+                                  "This item is not known here: put it in the transfer bin "
+                                  "for staff."]}
+
+    # What the cloud's feed says of copies and titles decides where the rest go.
+    feed(branch, [
+        copy_change("C08", home_node="b-home", floating=False),       # fixed, away from home
+        copy_change("C05", home_node="b-home", floating=False),
+        copy_change("C09", op="delete", transit_to="b-east"),         # pulled for a hold there
+    ])
+    home = c.checkin(INST, "C08")
+    assert (home.fixed["alert"], home["CV"], home["CT"], home["AQ"], home["CL"]) == \
+        ("Y", "04", "b-home", "b-home", "T")
+    assert home.screen == "This item belongs to b-home: send it there."
+    away = c.checkin(INST, "C09")
+    assert (away["CV"], away["CT"], away["CL"]) == ("02", "b-east", "T")
+    assert away.screen == "Reserved for a reader at b-east: send it there."
+    on_its_way = c.item_info(INST, "C09")
+    assert on_its_way.fixed["circulation"] == "10" and on_its_way.screen == \
+        "On its way to b-east."
+    # A reader here waits for the title and no copy is set aside yet: this one will be.
+    feed(branch, [title_change("T1", next_hold="H2", next_pickup="b-test")])
+    theirs = c.checkin(INST, "C03")
+    assert (theirs["CV"], theirs["CT"], theirs["CY"], theirs["DA"], theirs["CL"]) == \
+        ("01", "hall", "R0001", "Әлия Қасым", "H")
+    # ... or a reader at another branch: before any trip home (as the cloud gives it).
+    feed(branch, [title_change("T1", next_hold="H9", next_pickup="b-east")])
+    assert (c.checkin(INST, "C04")["CV"], c.checkin(INST, "C05")["CT"]) == ("02", "b-east")
+    assert len(branch.events("loan.return")) == 8        # every one is a normal return
 
     accounts.add_account("quiet", "quiet-kiosk", institution=INST, alerts=False)
     quiet = branch.kiosk("quiet", "quiet-kiosk").checkin(INST, "X-OTHER-2")
     assert quiet.fixed["alert"] == "N"
     assert not {"CV", "CT", "CY", "DA", "CL"} & set(quiet.fields)
+
+
+def test_the_desk_is_told_the_same_as_the_sorter(branch: Branch) -> None:
+    feed(branch, [copy_change("C08", home_node="b-home", floating=False),
+                  title_change("T3", next_hold="H9", next_pickup="b-east")])
+    web = branch.app.test_client()
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+
+    def desk_return(copy: str) -> dict:
+        r = web.post("/api/return", json={"copy": copy}, headers=auth)
+        assert r.status_code == 201, r.get_json()
+        return r.get_json()["route"]
+
+    assert desk_return("C08") == {"kind": "home", "to": "b-home", "hold_id": None,
+                                  "reader": None, "reader_name": ""}
+    assert desk_return("H01") == {"kind": "hold_here", "to": "b-test", "hold_id": "H1",
+                                  "reader": "R0002", "reader_name": "Ержан Әбіл"}
+    assert desk_return("C01")["kind"] == "shelf"
+    assert desk_return("NEVER-SEEN")["kind"] == "unknown"
+    assert branch.kiosk().checkin(INST, "C08")["CT"] == "b-home"   # the kiosk agrees
 
 
 def test_a_no_block_checkout_is_recorded_at_the_kiosks_date(branch: Branch) -> None:
@@ -125,7 +194,10 @@ def test_a_no_block_checkout_is_recorded_at_the_kiosks_date(branch: Branch) -> N
     loan = es.Loan.get(es.Loan.copy == "C04")
     assert (loan.checked_out_at, loan.due, loan.reader) == (when, due, "R0003")
     [event] = branch.events("loan.checkout")
-    assert datetime.fromisoformat(event["ts"]) == when and event["body"]["due"] == due.isoformat()
+    # The event is written now (ts: the node's clock); the kiosk's time is the body's "at".
+    assert near_now(sc.sip_date(datetime.fromisoformat(event["ts"])))
+    assert datetime.fromisoformat(event["body"]["at"]) == when
+    assert (event["body"]["due"], event["body"]["source"]) == (due.isoformat(), "sip2:k1")
     assert c.checkout(INST, "R0003", "C04", no_block=True,
                       when=sc.sip_date(when)).fixed["ok"] == "1"     # uploaded again
     assert len(branch.events("loan.checkout")) == 1
@@ -135,9 +207,37 @@ def test_a_no_block_checkout_is_recorded_at_the_kiosks_date(branch: Branch) -> N
     assert c.checkout(INST, "R0002", "C05", no_block=True).fixed["ok"] == "1"
     assert [(e["type"], e["body"]["reader"]) for e in branch.events()[-2:]] == \
         [("loan.return", "R0001"), ("loan.checkout", "R0002")]
+    assert "at" not in branch.events()[-3]["body"]     # the node's own checkout: no "at"
     future = c.checkout(INST, "R0002", "C06", no_block=True,
                         when=sc.sip_date(datetime.now(UTC) + timedelta(days=2)))
     assert future["AH"] == day(today() + timedelta(days=21))   # a kiosk clock ahead: now
+
+
+def test_a_kiosk_clock_gone_wrong_dates_nothing_decades_back_or_in_the_future(branch: Branch
+                                                                            ) -> None:
+    c = branch.kiosk()
+    reset = datetime(2000, 1, 1, 9, 0, tzinfo=UTC)      # the kiosk's clock battery died
+    r = c.checkout(INST, "R0001", "C04", no_block=True, when=sc.sip_date(reset))
+    assert r.fixed["ok"] == "1"
+    earliest = datetime.now(UTC) - timedelta(days=14)
+    loan = es.Loan.get(es.Loan.copy == "C04")
+    assert abs((loan.checked_out_at - earliest).total_seconds()) < 60
+    assert r["AH"] == day(loan.checked_out_at.date() + timedelta(days=21))   # not due in 2000
+    assert loan.due >= today() + timedelta(days=6)
+    assert r.all("AF")[-1].startswith(f"The self-check's date {reset.astimezone():%d.%m.%Y} ")
+    assert "too long ago" in r.screen and "check the self-check's clock" in r.screen
+    back = c.checkin(INST, "C04", no_block=True, when=sc.sip_date(reset))
+    assert back.fixed["ok"] == "1" and "too long ago" in back.screen
+    closed = es.Loan.get(es.Loan.copy == "C04")
+    assert closed.returned_at >= closed.checked_out_at          # never before it began
+    ahead = c.checkout(INST, "R0001", "C05", no_block=True,
+                       when=sc.sip_date(datetime.now(UTC) + timedelta(hours=5)))
+    assert ahead["AH"] == day(today() + timedelta(days=21)) and "later than now" in ahead.screen
+    drift = c.checkout(INST, "R0001", "C06", no_block=True,
+                       when=sc.sip_date(datetime.now(UTC) + timedelta(seconds=30)))
+    assert drift.fixed["ok"] == "1" and "clock" not in drift.screen    # ordinary drift
+    assert c.renew(INST, "R0001", "C06", no_block=True,
+                   when=sc.sip_date(reset)).all("AF")[-1].startswith("The self-check's date")
 
 
 def test_a_no_block_checkin_is_recorded_at_its_return_date(branch: Branch) -> None:
@@ -146,6 +246,8 @@ def test_a_no_block_checkin_is_recorded_at_its_return_date(branch: Branch) -> No
     r = branch.kiosk().checkin(INST, "C06", no_block=True, when=sc.sip_date(returned))
     assert r.fixed["ok"] == "1" and r["AA"] == "R0001"
     assert es.Loan.get(es.Loan.copy == "C06").returned_at == returned
+    [event] = branch.events("loan.return")
+    assert datetime.fromisoformat(event["body"]["at"]) == returned
 
 
 def test_cancel_undoes_a_checkout_or_a_checkin(branch: Branch) -> None:
@@ -214,7 +316,15 @@ def test_renew_and_renew_all(branch: Branch) -> None:
     assert every.fields == {"AO": [INST], "BM": ["C01"], "BN": ["REF1"], "AF": [
         "Renewed 1, not renewed 1.",
         "REF1: This loan has been renewed 0 times, the most allowed."]}
+    # A renewal the kiosk did on its own while it could not reach us: the reader was told,
+    # so it is recorded at the kiosk's date even where the rules would now say no.
+    yesterday = (datetime.now(UTC) - timedelta(days=1)).replace(microsecond=0)
+    kiosk_did = c.renew(INST, "R0001", "REF1", no_block=True, when=sc.sip_date(yesterday))
+    assert (kiosk_did.fixed["ok"], kiosk_did.fixed["renewal_ok"]) == ("1", "Y")
+    assert kiosk_did["AH"] == day(yesterday.date() + timedelta(days=7))
+    told = branch.events("loan.renew")[-1]["body"]
+    assert (datetime.fromisoformat(told["at"]), told["copy"]) == (yesterday, "REF1")
     blocked = c.renew_all(INST, "R0003")
     assert blocked.fixed == {"ok": "0", "renewed": "0000", "unrenewed": "0000",
                              "date": blocked.fixed["date"]}
-    assert len(branch.events("loan.renew")) == 2
+    assert len(branch.events("loan.renew")) == 3

@@ -9,6 +9,7 @@ import pytest
 from click.testing import CliRunner
 
 from edge import store as es
+from edge.feed import FeedApplier
 from edge.sip2 import accounts
 from kitap.cli import main
 from tests.test_sip2_server import INST, Branch, near_now, start_branch, stop_branch
@@ -23,6 +24,22 @@ def branch(tmp_path: Path) -> Iterator[Branch]:
     b = start_branch(tmp_path)
     yield b
     stop_branch(b)
+
+
+def feed(branch: Branch, changes: list[dict], at: int = 5) -> None:
+    """Apply changes as the cloud's feed sends them (the node at revision ``at``)."""
+    branch.store._set_meta("feed_rev", str(at))
+    for i, ch in enumerate(changes):
+        ch["rev"] = at + 1 + i
+    assert FeedApplier(branch.store).apply_changes(
+        {"from_rev": at, "to_rev": at + len(changes), "more": False, "changes": changes})
+
+
+def reader_change(card: str, **data: object) -> dict:
+    r = es.Reader.get_by_id(card)
+    return {"entity": "reader", "key": card, "op": "upsert", "data": {
+        "card": card, "name": r.name, "category": r.category, "pin_hash": r.pin_hash,
+        "open_loans": 0, "fees_owed": r.fees_owed, **data}}
 
 
 def test_patron_status(branch: Branch) -> None:
@@ -110,20 +127,23 @@ def test_a_kiosk_that_requires_pins_shows_and_lends_nothing_without_one(branch: 
     assert c.checkout(INST, "R0001", "C01", "1234").fixed["ok"] == "1"
 
 
-def test_block_patron_is_kept_at_this_node_until_patron_enable(branch: Branch) -> None:
+def test_block_patron_blocks_the_card_here_at_once_and_tells_the_cloud(branch: Branch) -> None:
     c = branch.kiosk()
     r = c.block_patron(INST, "R0001", "card left in the machine", retained=True)
     assert r.code == "24" and r.fixed["status"] == DENIED and r.fixed["language"] == "000"
     assert r.fields == {"AO": [INST], "AA": ["R0001"], "AE": ["Әлия Қасым"], "BL": ["Y"],
                         "AF": ["This card is blocked: please ask staff."]}
+    reason = "blocked at self-check k1: card left in the machine"
+    [told] = branch.events("reader.blocked")
+    assert told["body"] == {"card": "R0001", "reason": reason, "source": "sip2:k1",
+                            "card_retained": True}
     refused = c.checkout(INST, "R0001", "C01", "1234")
-    assert refused.fixed["ok"] == "0"
-    assert refused.screen == "The card is blocked: blocked at self-check k1: card left in " \
-                             "the machine"
+    assert refused.fixed["ok"] == "0" and refused.screen == f"The card is blocked: {reason}"
     with pytest.raises(es.CirculationRefused):        # the desk at this node refuses too
         branch.store.checkout("R0001", "C01")
-    # The cloud's next word on this reader replaces its row: the kiosk block stays.
-    es.Reader.update(blocked_reason=None).where(es.Reader.card == "R0001").execute()
+    # The cloud's older word on this reader (before it heard of the block) waits until it
+    # has acknowledged the event: the block stays.
+    feed(branch, [reader_change("R0001", blocked_reason=None, blocked_by=None)])
     assert c.checkout(INST, "R0001", "C01", "1234").fixed["ok"] == "0"
     assert c.patron_status(INST, "R0001", "1234").fixed["status"] == DENIED
 
@@ -132,11 +152,21 @@ def test_block_patron_is_kept_at_this_node_until_patron_enable(branch: Branch) -
     assert enabled.fixed["language"] == "000" and near_now(enabled.fixed["date"])
     assert enabled.fields == {"AO": [INST], "AA": ["R0001"], "AE": ["Әлия Қасым"], "BL": ["Y"],
                               "AF": ["The self-check block on this card is lifted."]}
-    assert c.checkout(INST, "R0001", "C01", "1234").fixed["ok"] == "1"
+    [lifted] = branch.events("reader.unblocked")
+    assert lifted["body"] == {"card": "R0001", "source": "sip2:k1"}
     cloud_block = c.patron_enable(INST, "R0003")       # a library's block is not a kiosk's
     assert cloud_block.fixed["status"] == DENIED
     assert cloud_block.all("AF") == ["Still blocked by the library: 3 books overdue"]
-    assert {e["type"] for e in branch.events()} == {"loan.checkout"}   # no block event exists
+    assert len(branch.events("reader.unblocked")) == 1
+    assert c.checkout(INST, "R0001", "C01", "1234").fixed["ok"] == "1"
+    # A block another branch's self-check set comes down the feed: this kiosk may lift it.
+    branch.store.mark_acked(branch.store.last_seq())
+    feed(branch, [reader_change("R0002", blocked_reason="blocked at self-check b-east-1: x",
+                                blocked_by="kiosk")], at=6)
+    assert c.patron_status(INST, "R0002", "5678").fixed["status"] == DENIED
+    assert c.patron_enable(INST, "R0002").fixed["status"] == CLEAR
+    # Since the acknowledgement: only R0002's lift (R0003's library block made no event).
+    assert [e["body"]["card"] for e in branch.events("reader.unblocked")] == ["R0002"]
 
 
 def test_end_session(branch: Branch) -> None:
@@ -169,7 +199,7 @@ def test_fee_paid_is_a_payment_event_once_per_transaction(branch: Branch) -> Non
     assert len(branch.events("fee.paid")) == 2
 
 
-def test_hold_reports_reservations_here_and_places_none(branch: Branch) -> None:
+def test_hold_places_and_cancels_reservations_to_collect_here(branch: Branch) -> None:
     c = branch.kiosk()
     ready = c.hold(INST, "R0002", "+", item="H01")
     expires = es.Hold.get_by_id("H1").expires
@@ -180,14 +210,43 @@ def test_hold_reports_reservations_here_and_places_none(branch: Branch) -> None:
     waiting = c.hold(INST, "R0001", "+", title="T1")
     assert (waiting.fixed["ok"], waiting.fixed["available"]) == ("1", "N")
     assert waiting["AJ"] == "Абай жолы" and "BW" not in waiting.fields
-    new = c.hold(INST, "R0001", "+", item="REF1")
-    assert (new.fixed["ok"], new.fixed["available"]) == ("0", "Y")
-    assert new.fields == {"AO": [INST], "AA": ["R0001"], "AB": ["REF1"], "AF": [
-        "Reservations are placed, changed and cancelled in the online catalogue. "
-        "A copy is on the shelf here now."]}
+    assert branch.events() == []                        # reported, nothing placed
+
+    new = c.hold(INST, "R0001", "+", item="REF1")       # a new one: placed, waiting
+    assert (new.fixed["ok"], new.fixed["available"]) == ("1", "Y")
+    assert new.fields == {"BS": ["hall"], "AO": [INST], "AA": ["R0001"], "AB": ["REF1"],
+                          "AJ": ["Encyclopaedia"], "AF": [
+                              "Reserved: we will tell you when it is ready to collect here. "
+                              "A copy is on the shelf here now."]}
+    [placed] = branch.events("hold.requested")
+    hold_id = placed["body"]["hold_id"]
+    assert placed["body"] == {"hold_id": hold_id, "reader": "R0001", "title": "T2",
+                              "pickup": "b-test", "source": "sip2:k1"}
+    assert es.Hold.get_by_id(hold_id).status == "waiting"   # until the cloud sets a copy aside
+    again = c.hold(INST, "R0001", "+", title="Encyclopaedia")
+    assert again.screen.startswith("You already have this reservation")
+    assert len(branch.events("hold.requested")) == 1
+
     cancel = c.hold(INST, "R0002", "-", item="H01")
-    assert (cancel.fixed["ok"], cancel.fixed["available"]) == ("0", "N")
-    assert branch.events() == [] and es.Hold.get_by_id("H1").status == "ready"
+    assert (cancel.fixed["ok"], cancel.fixed["available"]) == ("1", "N")
+    assert cancel.screen == "Your reservation is cancelled."
+    [cancelled] = branch.events("hold.cancelled")
+    assert cancelled["body"] == {"hold_id": "H1", "reader": "R0002", "source": "sip2:k1"}
+    assert es.Hold.get_or_none(es.Hold.id == "H1") is None
+    assert c.checkout(INST, "R0001", "H01", "1234").fixed["ok"] == "1"   # no longer set aside
+
+    def refused(*args: str, **kw: str) -> str:
+        no = c.hold(INST, *args, **kw)
+        assert (no.fixed["ok"], no.fixed["available"]) == ("0", "N")
+        return no.screen
+
+    assert refused("R0002", "-", title="T1") == \
+        "There is no reservation of this title to cancel here."
+    assert refused("R0003", "+", title="T1") == "The card is blocked: 3 books overdue"
+    assert refused("R0002", "*", title="T1") == \
+        "Reservations are changed in the online catalogue."
+    assert refused("R0002", "+", title="No such title") == "This title is not known here."
+    assert len(branch.events("hold.requested")) == 1 and len(branch.events("hold.cancelled")) == 1
 
 
 def test_kiosk_accounts_from_the_command_line(tmp_path: Path) -> None:
@@ -207,16 +266,23 @@ def test_kiosk_accounts_from_the_command_line(tmp_path: Path) -> None:
     assert short.exit_code != 0 and "at least 8 characters" in short.output
     listed = run(main, ["sip2-account", "--db", db, "list"])
     assert "hall-1\tkitap\thall\tcp850\talerts=off\t09,11,23,63" in listed.output
-    es.open_db(db)
+    store = es.EdgeStore("b-cli", db)
     try:
         row = accounts.Sip2Account.get_by_id("hall-1")
         assert row.password_hash.startswith("scrypt:") and "long enough" not in row.password_hash
         assert accounts.check_login("hall-1", "long enough") is not None
-        with es.db.atomic():
-            accounts.block("R1", "tampering", "hall-1", False, datetime.now(UTC))
+        with store.writing():
+            accounts.block(store, "R1", "tampering", "hall-1", False, datetime.now(UTC))
     finally:
         es.db.close()
     assert "R1" in run(main, ["sip2-account", "--db", db, "blocks"]).output
-    assert run(main, ["sip2-account", "--db", db, "lift-block", "R1"]).exit_code == 0
-    assert run(main, ["sip2-account", "--db", db, "lift-block", "R1"]).exit_code != 0
+    lift = ["sip2-account", "--db", db, "lift-block", "R1", "--node", "b-cli"]
+    assert run(main, lift).exit_code == 0
+    assert run(main, lift).exit_code != 0
+    es.open_db(db)
+    try:                                   # both reached the outbox, for the cloud
+        assert [(o.seq, o.type) for o in es.Outbox.select().order_by(es.Outbox.seq)] == \
+            [(1, "reader.blocked"), (2, "reader.unblocked")]
+    finally:
+        es.db.close()
     assert run(main, ["sip2-account", "--db", db, "remove", "hall-1"]).exit_code == 0

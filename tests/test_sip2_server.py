@@ -304,3 +304,76 @@ def test_on_line_status_follows_the_link_to_the_cloud(tmp_path: Path) -> None:
         shutdown(b.app)
         es.db.close()
         broker.stop()
+
+
+def test_a_kiosk_that_reconnects_and_sends_its_checkout_again_gets_the_same_answer(
+        branch: Branch) -> None:
+    body = sc.with_trailer(f"11NN{sc.sip_date()}{sc.BLANK_DATE}AO{INST}|AAR0001|ABC01|AC|"
+                           f"AD1234|".encode(), 4)
+    first = branch.kiosk()
+    first.send_raw(body + b"\r")
+    answer = first.read_raw()
+    assert sc.decode(answer, expect_seq=4).fixed["ok"] == "1"
+    first.close()                         # the answer was lost with the connection
+    again = branch.kiosk()                # the kiosk logs in anew and sends it again
+    assert again.sc_status().code == "98"
+    again.send_raw(body + b"\r")
+    assert again.read_raw() == answer     # "lent", not "already on loan to you"
+    assert len(branch.events("loan.checkout")) == 1
+    other = branch.kiosk("k850", "cp850-kiosk")   # another kiosk's memory is its own
+    other.send_raw(body + b"\r")
+    assert sc.decode(other.read_raw(), expect_seq=4).fixed["ok"] == "0"
+
+
+def test_a_connection_that_does_not_log_in_is_dropped_soon(tmp_path: Path) -> None:
+    b = start_branch(tmp_path, SIP2_LOGIN_TIMEOUT=0.3)
+    try:
+        kiosk = b.kiosk()                 # logged in: the half-hour idle timeout applies
+        silent = b.client()
+        assert silent.read_raw() == b""   # closed by the server (the client waits 10 s)
+        assert kiosk.sc_status().code == "98"
+    finally:
+        stop_branch(b)
+
+
+def test_status_before_login_is_answered_only_when_the_node_allows_it(tmp_path: Path,
+                                                                      branch: Branch) -> None:
+    strict = branch.client()
+    strict.send_raw(sc.with_trailer(b"9900802.00", 0) + b"\r")
+    assert strict.read_raw() == b""       # the standard's way: log in first
+    stop_branch(branch)
+    b = start_branch(tmp_path, SIP2_STATUS_BEFORE_LOGIN=True)
+    try:
+        gate = b.client()
+        st = gate.sc_status()
+        assert st.fixed["online"] == "N" and st["AO"] == "" and st["BX"] == "N" * 16
+        assert "offline from the central system" in st.screen
+        gate.send_raw(f"23001{sc.sip_date()}AO{INST}|AAR0001|AC|AD|\r".encode())
+        assert gate.read_raw() == b""     # anything else still needs the login
+        late = b.client()
+        assert late.sc_status().code == "98"
+        assert late.login(KIOSK, KIOSK_PW).fixed["ok"] == "1"
+        assert late.sc_status()["AO"] == INST
+    finally:
+        stop_branch(b)
+
+
+def test_utc_dates_and_an_always_on_line_kiosk(branch: Branch) -> None:
+    accounts.add_account("kutc", "utc-kiosk-1", institution=INST, utc_dates=True,
+                         online_status="always")
+    c = branch.kiosk("kutc", "utc-kiosk-1")
+    st = c.sc_status()
+    assert st.fixed["online"] == "Y"      # though the link is down (AF still says so)
+    assert "offline from the central system" in st.screen
+    assert st.fixed["datetime_sync"][8:12] == "   Z" and near_now(st.fixed["datetime_sync"])
+    lent = c.checkout(INST, "R0001", "C01", "1234")
+    due = datetime.now(UTC).date() + timedelta(days=21)
+    assert lent["AH"] == f"{due:%Y%m%d}   Z235959" and lent.fixed["date"][8:12] == "   Z"
+    # A kiosk date in UTC is read as UTC: a no-block checkout two hours ago, to the second.
+    then = (datetime.now(UTC) - timedelta(hours=2)).replace(microsecond=0)
+    nb = c.checkout(INST, "R0002", "C02", no_block=True,
+                    when=f"{then:%Y%m%d}   Z{then:%H%M%S}")
+    assert nb.fixed["ok"] == "1"
+    assert es.Loan.get(es.Loan.copy == "C02").checked_out_at == then
+    local = branch.kiosk().sc_status()       # another kiosk keeps local time, on-line N
+    assert local.fixed["datetime_sync"][8:12] == "    " and local.fixed["online"] == "N"

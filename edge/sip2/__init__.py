@@ -47,7 +47,9 @@ def init_app(app: Flask) -> Sip2Server | None:
                         if cert else None,
                         default_charset=str(app.config.get("SIP2_CHARSET") or "utf-8"),
                         idle_timeout=app.config.get("SIP2_IDLE_TIMEOUT"),
-                        partial_timeout=app.config.get("SIP2_PARTIAL_TIMEOUT"))
+                        partial_timeout=app.config.get("SIP2_PARTIAL_TIMEOUT"),
+                        login_timeout=app.config.get("SIP2_LOGIN_TIMEOUT"),
+                        status_before_login=bool(app.config.get("SIP2_STATUS_BEFORE_LOGIN")))
     server.start()
     app.extensions["kitap.sip2"] = server
     return server

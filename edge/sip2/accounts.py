@@ -4,8 +4,10 @@ Each kiosk logs in (SIP2 93) with its own user id and password (hashed with
 werkzeug, like staff passwords) and carries its own settings: the institution
 and location it answers with, which messages it may send, whether check-ins
 raise alerts for the sorter, its character set and its sort bins. A block set
-by a kiosk (01 Block Patron) is kept here, apart from the cloud's block, so the
-change feed cannot wash it away; only 25 Patron Enable (or staff) lifts it.
+by a kiosk (01 Block Patron) is written on the reader's row (``blocked_by`` =
+``kiosk``) and told to the cloud, which blocks the card everywhere; it is kept
+here too, as this node's journal of who blocked which card and whether the
+kiosk kept it (``kitap sip2-account blocks``). 25 Patron Enable (or staff) lifts it.
 """
 from __future__ import annotations
 
@@ -20,7 +22,7 @@ from werkzeug.security import check_password_hash, generate_password_hash
 
 from edge.sip2 import fields as F
 from edge.sip2.codec import CHARSETS
-from edge.store import BaseModel, Reader, db, utcnow
+from edge.store import BaseModel, EdgeStore, Reader, db, utcnow
 
 logger = logging.getLogger(__name__)
 
@@ -199,32 +201,51 @@ def kiosk_block(card: str) -> Sip2Block | None:
     return Sip2Block.get_or_none(Sip2Block.card == card)
 
 
-def block(card: str, reason: str, kiosk: str, card_retained: bool, now: datetime) -> str:
-    """Block a card at this node (caller holds the store's write lock); returns the reason text.
+BY_KIOSK = "kiosk"   # Reader.blocked_by for a block a self-check set (as in the cloud)
 
-    The reason is also written on the reader's row, so the desk and the
-    machine at this node refuse the card too, until the cloud's next word
-    on that reader replaces it; the kiosk block itself stays until lifted.
+
+def block(store: EdgeStore, card: str, reason: str, kiosk: str, card_retained: bool,
+          now: datetime) -> str:
+    """Block a card (inside ``store.writing()``) and tell the cloud; returns the reason text.
+
+    The reason is written on the reader's row (unless the library blocked the
+    card already), so the desk and the machines here refuse it at once; the
+    ``reader.blocked`` event makes the cloud block it everywhere.
     """
     text = f"blocked at self-check {kiosk}: {reason or 'no reason given'}"[:200]
     Sip2Block.insert(card=card, reason=text, kiosk=kiosk, card_retained=card_retained,
                      blocked_at=now).on_conflict_replace().execute()
-    Reader.update(blocked_reason=text).where(
+    Reader.update(blocked_reason=text, blocked_by=BY_KIOSK).where(
         (Reader.card == card) & Reader.blocked_reason.is_null()).execute()
+    store.emit("reader.blocked", {"card": card, "reason": text, "source": source(kiosk),
+                                  "card_retained": card_retained}, now)
     logger.warning("card %s %s", card, text)
     return text
 
 
-def lift_block(card: str) -> bool:
-    """Lift a kiosk-set block (never the cloud's); True if there was one."""
+def lift_block(store: EdgeStore, card: str, by: str) -> bool:
+    """Lift a block a self-check set, here or elsewhere (never the library's); tell the cloud.
+
+    Inside ``store.writing()``; ``by`` is who (a kiosk's name, or staff).
+    True if there was one.
+    """
     row = kiosk_block(card)
-    if row is None:
+    reader = Reader.get_or_none(Reader.card == card)
+    by_kiosk = reader is not None and reader.blocked_reason is not None and (
+        reader.blocked_by == BY_KIOSK or (row is not None and reader.blocked_reason == row.reason))
+    if row is None and not by_kiosk:
         return False
     Sip2Block.delete().where(Sip2Block.card == card).execute()
-    Reader.update(blocked_reason=None).where(
-        (Reader.card == card) & (Reader.blocked_reason == row.reason)).execute()
-    logger.info("card %s: kiosk block lifted", card)
+    if by_kiosk:
+        Reader.update(blocked_reason=None, blocked_by=None).where(Reader.card == card).execute()
+    store.emit("reader.unblocked", {"card": card, "source": source(by)})
+    logger.info("card %s: self-check block lifted by %s", card, by)
     return True
+
+
+def source(who: str) -> str:
+    """Who did it, as the node's events say (``source``): ``sip2:<kiosk login>``."""
+    return f"sip2:{who}"[:F.MAX_IDENT]
 
 
 def list_blocks() -> list[Sip2Block]:

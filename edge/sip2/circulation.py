@@ -14,11 +14,12 @@ import uuid
 from datetime import datetime
 from typing import TYPE_CHECKING
 
-from edge.sip2 import accounts, codec
+from edge import routing
+from edge.sip2 import codec
 from edge.sip2 import fields as F
 from edge.sip2.patron import check_patron
 from edge.sip2.replies import Reply, refusal
-from edge.store import CirculationRefused, Copy, Hold, Loan, LoanResult, Reader, Title
+from edge.store import CirculationRefused, Copy, Hold, Loan, LoanResult, Title
 
 if TYPE_CHECKING:
     from edge.sip2.session import Handler, Session
@@ -66,8 +67,7 @@ def checkout(s: Session, req: codec.Request) -> Reply:
     if req.fixed["no block"] == "Y":
         return _offline_checkout(s, req, card, barcode)
     p = check_patron(s, req, need_pin=s.account.pin_required)
-    kiosk = accounts.kiosk_block(card)
-    why = p.refusal or (f"The card is blocked: {kiosk.reason}" if kiosk else None)
+    why = p.refusal or (f"The card is blocked: {p.blocked}" if p.blocked else None)
     if why:
         return refusal(s, "11", req.fields, why)
     loan = open_loan(barcode)
@@ -76,7 +76,7 @@ def checkout(s: Session, req: codec.Request) -> Reply:
             return refusal(s, "11", req.fields, "This item is already on loan to you.")
         return _renew_loan(s, req, "12", loan)
     try:
-        result = s.store.checkout(card, barcode)
+        result = s.store.checkout(card, barcode, source=s.source())
     except CirculationRefused as exc:
         return refusal(s, "11", req.fields, exc.refusal.message)
     s.node.notify()
@@ -86,7 +86,7 @@ def checkout(s: Session, req: codec.Request) -> Reply:
 
 def _offline_checkout(s: Session, req: codec.Request, card: str, barcode: str) -> Reply:
     """A checkout the kiosk did while it could not reach us: record it at its own date."""
-    when = s.kiosk_time(req.fixed["transaction date"])
+    when, moved = s.kiosk_time(req.fixed["transaction date"])
     with s.store.writing():
         loan = open_loan(barcode)
         if loan is not None and loan.reader == card:
@@ -96,11 +96,12 @@ def _offline_checkout(s: Session, req: codec.Request, card: str, barcode: str) -
             if loan is not None:
                 # The copy was on loan to someone else here, yet the kiosk lent it from the
                 # shelf: it came back unseen. Close that loan first (a loan.return).
-                s.store.checkin(barcode, now=max(when, _aware(loan.checked_out_at)))
+                s.store.checkin(barcode, happened_at=when, source=s.source())
             # The rules are not asked: the book already left with the reader. The store
             # takes a checkout whose rules were settled elsewhere by its intent id (as a
             # machine's dispense), which here is just the new loan's id.
-            result = s.store.checkout(card, barcode, intent_id=uuid.uuid4().hex, now=when)
+            result = s.store.checkout(card, barcode, intent_id=uuid.uuid4().hex,
+                                      happened_at=when, source=s.source())
     s.node.notify()
     nb_due = req.fixed["nb due date"]
     if nb_due.strip() and nb_due[:8] != f"{result.due:%Y%m%d}":
@@ -111,7 +112,7 @@ def _offline_checkout(s: Session, req: codec.Request, card: str, barcode: str) -
                        s.day(result.due), renewal=False, desensitize="Y",
                        txn=result.loan_id).say(
         f"Recorded the checkout of {when.astimezone():%d.%m.%Y %H:%M}: "
-        f"due back {result.due:%d.%m.%Y}.")
+        f"due back {result.due:%d.%m.%Y}.").say(moved)
 
 
 def _cancel_checkout(s: Session, req: codec.Request, card: str, barcode: str) -> Reply:
@@ -119,7 +120,7 @@ def _cancel_checkout(s: Session, req: codec.Request, card: str, barcode: str) ->
     loan = open_loan(barcode)
     if loan is None or loan.reader != card:
         return refusal(s, "11", req.fields, "There is no checkout of this item to cancel.")
-    s.store.checkin(barcode)
+    s.store.checkin(barcode, source=s.source())
     s.node.notify()
     title = _title(barcode)
     return Reply("12", {"ok": "1", "renewal ok": "N", "magnetic media": "U",
@@ -129,59 +130,72 @@ def _cancel_checkout(s: Session, req: codec.Request, card: str, barcode: str) ->
         "The checkout is cancelled.")
 
 
-def _aware(when: datetime) -> datetime:
-    return when if when.tzinfo else when.astimezone()
-
-
 # -- 09 check-in --------------------------------------------------------------------
 
 def checkin(s: Session, req: codec.Request) -> Reply:
-    """09 Checkin -> 10: take any copy back, and tell the sorter if it is held or goes elsewhere."""
+    """09 Checkin -> 10: take any copy back, and tell the sorter where it goes next."""
     assert s.account is not None
     barcode = req.get("AB")
     if not barcode:
         return refusal(s, "09", req.fields, "An item identifier is needed.")
     if req.get("BI") == "Y":
         return _cancel_checkin(s, req, barcode)
-    no_block = req.fixed["no block"] == "Y"
-    when = None
-    if no_block:
+    when, moved = None, ""
+    if req.fixed["no block"] == "Y":
         given = req.fixed["return date"]
-        when = s.kiosk_time(given if given.strip() else req.fixed["transaction date"])
-    with s.store.writing():
-        before = Copy.get_or_none(Copy.barcode == barcode)
-        loan = open_loan(barcode)
-        # Ours: it sits here by the cloud's feed, or it was lent from here.
-        ours = before is not None and (before.here or loan is not None)
-        if when is not None and loan is not None:
-            when = max(when, _aware(loan.checked_out_at))
-        s.store.checkin(barcode, now=when)
+        when, moved = s.kiosk_time(given if given.strip() else req.fixed["transaction date"])
+    result = s.store.checkin(barcode, happened_at=when, source=s.source())
     s.node.notify()
-    held = Hold.get_or_none((Hold.copy == barcode) & (Hold.status != "picked_up"))
+    route = result.route
+    c = Copy.get_or_none(Copy.barcode == barcode)
     title = _title(barcode)
-    kind = "hold" if held else ("shelf" if ours else "transfer")
-    alert = s.account.alerts and kind != "shelf"
-    fields = [("AO", s.institution()), ("AB", barcode),
-              ("AQ", s.store.node_id if ours or held else ""),
+    bin_kind = SORT_KIND[route.kind]
+    alert = s.account.alerts and route.kind != routing.SHELF
+    # AQ, the permanent location: the copy's home if the feed said, else here if it is ours.
+    home = (c.home_node if c else None) or (
+        s.store.node_id if route.kind != routing.UNKNOWN else "")
+    fields = [("AO", s.institution()), ("AB", barcode), ("AQ", home),
               ("AJ", title.title if title else "")]
-    if kind in s.account.sort_bins:
-        fields.append(("CL", s.account.sort_bins[kind]))
-    if loan is not None:
-        fields.append(("AA", loan.reader))
+    if bin_kind in s.account.sort_bins:
+        fields.append(("CL", s.account.sort_bins[bin_kind]))
+    if result.reader is not None:
+        fields.append(("AA", result.reader))
     fields.append(("CK", _media(title)))
-    if alert and held:
-        reader = Reader.get_or_none(Reader.card == held.reader)
-        fields += [("CV", F.ALERT_HOLD_HERE), ("CT", s.location or s.store.node_id),
-                   ("CY", held.reader), ("DA", reader.name if reader else "")]
-    elif alert:
-        fields.append(("CV", F.ALERT_TRANSFER))
+    if alert:
+        fields += _alert_fields(s, route)
     reply = Reply("10", {"ok": "1", "resensitize": "Y", "magnetic media": "U",
                          "alert": "Y" if alert else "N", "transaction date": s.date()}, fields)
-    if kind == "hold":
-        return reply.say("Reserved for a reader: put it on the hold shelf here.")
-    if kind == "transfer":
-        return reply.say("This item belongs elsewhere: put it in the transfer bin.")
-    return reply.say("Thank you: the item is returned.")
+    return reply.say(_checkin_message(route)).say(moved)
+
+
+# The sort bin (an account's --sort-bin) each route goes to.
+SORT_KIND = {routing.SHELF: "shelf", routing.HOLD_HERE: "hold",
+             routing.HOLD_ELSEWHERE: "transfer", routing.HOME: "transfer",
+             routing.UNKNOWN: "transfer"}
+
+
+def _alert_fields(s: Session, route: routing.Route) -> list[tuple[str, str]]:
+    """CV (alert type), CT (destination), CY/DA (the hold's reader) for a route."""
+    if route.kind == routing.HOLD_HERE:
+        out = [("CV", F.ALERT_HOLD_HERE), ("CT", s.location or s.store.node_id)]
+        if route.reader:
+            out += [("CY", route.reader), ("DA", route.reader_name)]
+        return out
+    if route.kind == routing.HOLD_ELSEWHERE:
+        return [("CV", F.ALERT_HOLD_ELSEWHERE), ("CT", route.to or "")]
+    return [("CV", F.ALERT_TRANSFER), *([("CT", route.to)] if route.to else [])]
+
+
+def _checkin_message(route: routing.Route) -> str:
+    if route.kind == routing.HOLD_HERE:
+        return "Reserved for a reader: put it on the hold shelf here."
+    if route.kind == routing.HOLD_ELSEWHERE:
+        return f"Reserved for a reader at {route.to}: send it there."
+    if route.kind == routing.HOME:
+        return f"This item belongs to {route.to}: send it there."
+    if route.kind == routing.UNKNOWN:
+        return "This item is not known here: put it in the transfer bin for staff."
+    return "Thank you: the item is returned."
 
 
 def _cancel_checkin(s: Session, req: codec.Request, barcode: str) -> Reply:
@@ -191,7 +205,7 @@ def _cancel_checkin(s: Session, req: codec.Request, barcode: str) -> Reply:
     if last is None or open_loan(barcode) is not None:
         return refusal(s, "09", req.fields, "There is no check-in of this item to cancel.")
     # The reader still has the book: re-lend it as a fact, not as a new decision.
-    s.store.checkout(last.reader, barcode, intent_id=uuid.uuid4().hex)
+    s.store.checkout(last.reader, barcode, intent_id=uuid.uuid4().hex, source=s.source())
     s.node.notify()
     title = _title(barcode)
     return Reply("10", {"ok": "1", "resensitize": "N", "magnetic media": "U", "alert": "N",
@@ -216,6 +230,8 @@ def item_information(s: Session, req: codec.Request) -> Reply:
         status = F.CIRC_CHARGED
     elif held is not None and c.here:
         status = F.CIRC_ON_HOLD_SHELF
+    elif c.transit_to:
+        status = F.CIRC_IN_TRANSIT       # checked in here, or pulled, for another node
     elif c.here:
         status = F.CIRC_AVAILABLE
     else:
@@ -229,12 +245,13 @@ def item_information(s: Session, req: codec.Request) -> Reply:
         fields.append(("CM", s.day(held.expires)))
     fields += [("AB", barcode), ("AJ", title.title if title else ""), ("BG", s.institution()),
                ("CK", _media(title))]
-    if c.here or loan is not None:
-        fields.append(("AQ", s.store.node_id))
+    if c.home_node or c.here or loan is not None:
+        fields.append(("AQ", c.home_node or s.store.node_id))
     if c.here:
         fields.append(("AP", s.location or s.store.node_id))
-    return Reply("18", {"circulation status": status, "security marker": F.SECURITY_OTHER,
-                        "fee type": F.FEE_TYPE_OTHER, "transaction date": s.date()}, fields)
+    reply = Reply("18", {"circulation status": status, "security marker": F.SECURITY_OTHER,
+                         "fee type": F.FEE_TYPE_OTHER, "transaction date": s.date()}, fields)
+    return reply.say(f"On its way to {c.transit_to}." if status == F.CIRC_IN_TRANSIT else "")
 
 
 # -- 29 renew, 65 renew all -----------------------------------------------------------------
@@ -245,16 +262,17 @@ def renew(s: Session, req: codec.Request) -> Reply:
     card = req.get("AA")
     no_block = req.fixed["no block"] == "Y"
     p = check_patron(s, req, need_pin=s.account.pin_required and not no_block)
-    kiosk = accounts.kiosk_block(card)
-    why = p.refusal or (f"The card is blocked: {kiosk.reason}" if kiosk else None)
+    why = p.refusal or (f"The card is blocked: {p.blocked}" if p.blocked else None)
     if why and not no_block:
         return refusal(s, "29", req.fields, why)
     loan = _loan_to_renew(req, card)
     if loan is None:
         return refusal(s, "29", req.fields, "No loan of this item to this card is known here "
                                             "(renew loans made elsewhere in your online account).")
-    return _renew_loan(s, req, "30", loan, now=s.kiosk_time(req.fixed["transaction date"])
-                       if no_block else None)
+    if not no_block:
+        return _renew_loan(s, req, "30", loan)
+    when, moved = s.kiosk_time(req.fixed["transaction date"])
+    return _renew_loan(s, req, "30", loan, happened_at=when).say(moved)
 
 
 def _loan_to_renew(req: codec.Request, card: str) -> Loan | None:
@@ -272,10 +290,15 @@ def _loan_to_renew(req: codec.Request, card: str) -> Loan | None:
 
 
 def _renew_loan(s: Session, req: codec.Request, code: str, loan: Loan,
-                now: datetime | None = None) -> Reply:
-    """Renew ``loan``; the answer to 29 (30) or to a checkout of an item already lent (12)."""
+                happened_at: datetime | None = None) -> Reply:
+    """Renew ``loan``; the answer to 29 (30) or to a checkout of an item already lent (12).
+
+    A no-block renewal (``happened_at``) was done and told to the reader by the
+    kiosk: it is recorded at its date, not refused.
+    """
     try:
-        result = s.store.renew(loan.id, now=now)
+        result = s.store.renew(loan.id, happened_at=happened_at, source=s.source(),
+                               check_rules=happened_at is None)
     except CirculationRefused as exc:
         reply = refusal(s, "29" if code == "30" else "11", req.fields, exc.refusal.message)
         reply.fields = [(f, loan.copy if f == "AB" else s.day(loan.due) if f == "AH" else v)
@@ -300,7 +323,7 @@ def renew_all(s: Session, req: codec.Request) -> Reply:
     for loan in Loan.select().where((Loan.reader == card) & Loan.returned_at.is_null()).order_by(
             Loan.due, Loan.copy):
         try:
-            s.store.renew(loan.id)
+            s.store.renew(loan.id, source=s.source())
             renewed.append(loan.copy)
         except CirculationRefused as exc:
             refused[loan.copy] = exc.refusal.message

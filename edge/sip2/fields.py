@@ -200,7 +200,10 @@ SUMMARY = ("hold items", "overdue items", "charged items", "fine items", "recall
 
 # Circulation status (18), alert type (3M extension CV), media type (CK).
 CIRC_OTHER, CIRC_AVAILABLE, CIRC_CHARGED, CIRC_ON_HOLD_SHELF = "01", "03", "04", "08"
-ALERT_HOLD_HERE, ALERT_TRANSFER = "01", "04"
+CIRC_IN_TRANSIT = "10"
+# Check-in alert types (CV, a 3M extension sorters read): hold for this library, hold for
+# another library, send to another library.
+ALERT_HOLD_HERE, ALERT_HOLD_ELSEWHERE, ALERT_TRANSFER = "01", "02", "04"
 MEDIA_TYPES = {"book": "001", "children": "001", "reference": "001", "magazine": "002",
                "journal": "003", "audio": "004", "video": "005", "dvd": "005", "cd": "006"}
 MEDIA_OTHER = "000"

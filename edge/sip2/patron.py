@@ -3,12 +3,15 @@
 What the node knows of a reader comes from the cloud's feed plus what
 happened here (``EdgeStore``): the loan count across the network, fees owed,
 the cloud's block, and the holds to collect here. PINs are checked by the
-store (3 wrong ones lock the card at this node); a block set by a kiosk is
-kept by ``accounts`` until 25 Patron Enable lifts it.
+store (3 wrong ones lock the card at this node). 01 and 25 block and unblock
+the card here and tell the cloud (``reader.blocked`` / ``reader.unblocked``),
+which blocks it everywhere; 15 places and cancels holds to collect here
+(``hold.requested`` / ``hold.cancelled``), the copy being the cloud's choice.
 """
 from __future__ import annotations
 
 import logging
+import uuid
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -36,7 +39,7 @@ class Patron:
     reader: Reader | None
     pin_ok: bool | None        # None: no PIN was sent
     refusal: str | None        # why nothing may be done for this card now, or None
-    blocked: str | None        # the cloud's or a kiosk's block reason
+    blocked: str | None        # why the card is blocked (by the library, or by a self-check)
 
 
 def check_patron(s: Session, req: codec.Request, need_pin: bool) -> Patron:
@@ -55,8 +58,7 @@ def check_patron(s: Session, req: codec.Request, need_pin: bool) -> Patron:
             except CirculationRefused as exc:
                 pin_ok, locked = False, exc.refusal.message
             s.verified = (card, pin) if pin_ok else None
-    kiosk = accounts.kiosk_block(card) if card else None
-    blocked = (reader.blocked_reason if reader else None) or (kiosk.reason if kiosk else None)
+    blocked = reader.blocked_reason if reader else None
     why = None
     if reader is None:
         why = "This card is not known here: please ask staff."
@@ -192,12 +194,15 @@ def _title_name(title_id: str) -> str:
 
 
 def block_patron(s: Session, req: codec.Request) -> Reply:
-    """01 Block Patron -> 24: block the card at this node (the cloud is not told; see docs)."""
+    """01 Block Patron -> 24: block the card here at once, and everywhere once the cloud hears."""
     assert s.account is not None
     card = req.get("AA")
+    if not card:
+        return refusal(s, "01", req.fields, "A patron identifier is needed.")
     with s.store.writing():
-        accounts.block(card, req.get("AL"), s.account.name,
+        accounts.block(s.store, card, req.get("AL"), s.account.name,
                        req.fixed["card retained"] == "Y", s.now())
+    s.node.notify()
     s.end_patron()
     p = check_patron(s, req, need_pin=False)
     reply = Reply("24", {"patron status": status_flags(s, p) if p.reader else DENIED,
@@ -207,10 +212,13 @@ def block_patron(s: Session, req: codec.Request) -> Reply:
 
 
 def patron_enable(s: Session, req: codec.Request) -> Reply:
-    """25 Patron Enable -> 26: lift a block a kiosk set (never one the library set)."""
+    """25 Patron Enable -> 26: lift a block a self-check set (never one the library set)."""
+    assert s.account is not None
     card = req.get("AA")
     with s.store.writing():
-        lifted = accounts.lift_block(card)
+        lifted = accounts.lift_block(s.store, card, s.account.name)
+    if lifted:
+        s.node.notify()
     p = check_patron(s, req, need_pin=False)
     reply = Reply("26", {"patron status": status_flags(s, p), "language": "000",
                          "transaction date": s.date()}, _identity(s, p))
@@ -271,7 +279,12 @@ def fee_paid(s: Session, req: codec.Request) -> Reply:
 
 
 def hold(s: Session, req: codec.Request) -> Reply:
-    """15 Hold -> 16: report a reservation held here; placing one is the online catalogue's."""
+    """15 Hold -> 16: place (+) or cancel (-) a reservation to collect here; report one held.
+
+    The node cannot choose a copy (the cloud does, across the network): a new
+    hold is "placed, waiting" here, a ``hold.requested`` event, until the cloud's
+    feed says which copy is set aside. A cancellation is a ``hold.cancelled``.
+    """
     assert s.account is not None
     p = check_patron(s, req, need_pin=s.account.pin_required)
     if p.refusal:
@@ -279,29 +292,67 @@ def hold(s: Session, req: codec.Request) -> Reply:
     mode = req.fixed["hold mode"]
     if mode not in "+-*" or len(mode) != 1:
         return refusal(s, "15", req.fields, f"Hold mode {mode!r} is not +, - or *.")
+    if mode == "*":
+        return refusal(s, "15", req.fields,
+                       "Reservations are changed in the online catalogue.")
+    pickup = req.get("BS")
+    if pickup and pickup not in (s.location, s.account.location, s.store.node_id):
+        return refusal(s, "15", req.fields, "Reservations to collect elsewhere are placed in "
+                                            "the online catalogue.")
     title = _title_for(req)
+    if title is None:
+        return refusal(s, "15", req.fields, "This title is not known here.")
     existing = Hold.get_or_none((Hold.reader == p.card) & (Hold.status != "picked_up")
-                                & (Hold.title_id == title.id)) if title else None
-    item = [("AB", req.get("AB"))] if req.get("AB") else []
-    if existing is not None and mode == "+":
-        fields = ([("BW", s.day(existing.expires))] if existing.expires else []) + [
-            ("BS", s.location or s.store.node_id), ("AO", s.institution()), ("AA", p.card),
-            *([("AB", existing.copy)] if existing.copy else item),
-            ("AJ", title.title if title else "")]
+                                & (Hold.title_id == title.id))
+    if mode == "-":
+        return _cancel_hold(s, req, p, title, existing)
+    if existing is not None:
         ready = existing.status == "ready"
-        return Reply("16", {"ok": "1", "available": "Y" if ready else "N",
-                            "transaction date": s.date()}, fields).say(
+        return _hold_reply(s, req, p, title, existing, available=ready).say(
             "Your reservation is ready to collect here." if ready
             else "You already have this reservation: we will tell you when it is ready.")
-    on_shelf = title is not None and Copy.select().where(
+    if p.blocked:
+        return refusal(s, "15", req.fields, f"The card is blocked: {p.blocked}")
+    with s.store.writing():
+        placed = Hold.create(id=uuid.uuid4().hex, title_id=title.id, reader=p.card,
+                             status="waiting")
+        s.store.emit("hold.requested", {"hold_id": placed.id, "reader": p.card,
+                                        "title": title.id, "pickup": s.store.node_id,
+                                        "source": s.source()})
+    s.node.notify()
+    on_shelf = Copy.select().where(
         (Copy.title_id == title.id) & (Copy.here == True) & (Copy.on_loan == False)  # noqa: E712
         & Copy.barcode.not_in(Hold.select(Hold.copy).where(Hold.copy.is_null(False)))
     ).exists()
-    message = ("Reservations are placed, changed and cancelled in the online catalogue."
-               + (" A copy is on the shelf here now." if on_shelf else ""))
-    reply = refusal(s, "15", req.fields, message)
-    reply.fixed["available"] = "Y" if on_shelf else "N"
-    return reply
+    return _hold_reply(s, req, p, title, placed, available=on_shelf).say(
+        "Reserved: we will tell you when it is ready to collect here."
+        + (" A copy is on the shelf here now." if on_shelf else ""))
+
+
+def _hold_reply(s: Session, req: codec.Request, p: Patron, title: Title, h: Hold, *,
+                available: bool) -> Reply:
+    """A positive 16 about hold ``h``."""
+    item = h.copy or req.get("AB")
+    fields = ([("BW", s.day(h.expires))] if h.expires else []) + [
+        ("BS", s.location or s.store.node_id), ("AO", s.institution()), ("AA", p.card),
+        *([("AB", item)] if item else []), ("AJ", title.title)]
+    return Reply("16", {"ok": "1", "available": "Y" if available else "N",
+                        "transaction date": s.date()}, fields)
+
+
+def _cancel_hold(s: Session, req: codec.Request, p: Patron, title: Title,
+                 existing: Hold | None) -> Reply:
+    """15 with hold mode "-": cancel the card's reservation of this title here."""
+    if existing is None:
+        return refusal(s, "15", req.fields, "There is no reservation of this title to cancel "
+                                            "here.")
+    with s.store.writing():
+        Hold.delete().where(Hold.id == existing.id).execute()
+        s.store.emit("hold.cancelled", {"hold_id": existing.id, "reader": p.card,
+                                        "source": s.source()})
+    s.node.notify()
+    return _hold_reply(s, req, p, title, existing, available=False).say(
+        "Your reservation is cancelled.")
 
 
 def _title_for(req: codec.Request) -> Title | None:

@@ -30,6 +30,9 @@ trace = logging.getLogger("edge.sip2.trace")
 IDLE_TIMEOUT = 1800.0
 # Part of a message and nothing more for this long: the client stopped mid-message.
 PARTIAL_TIMEOUT = 30.0
+# A connection that has not logged in by then is dropped: a kiosk logs in at once, and
+# 64 silent sockets must not keep the real kiosks out for half an hour.
+LOGIN_TIMEOUT = 30.0
 # A TLS handshake that has not finished in this long is abandoned.
 HANDSHAKE_TIMEOUT = 10.0
 # A branch has a handful of kiosks and sorters; more connections than this is a
@@ -55,13 +58,16 @@ class Sip2Server:
                  notify: Callable[[], None] | None = None,
                  ssl_context: ssl.SSLContext | None = None, default_charset: str = "utf-8",
                  idle_timeout: float | None = None,
-                 partial_timeout: float | None = None) -> None:
+                 partial_timeout: float | None = None,
+                 login_timeout: float | None = None,
+                 status_before_login: bool = False) -> None:
         self.node = Node(store, link_up or (lambda: False), notify or (lambda: None),
-                         default_charset, self._on_login)
+                         default_charset, self._on_login, status_before_login)
         self.host, self._port = host, port
         self.ssl_context = ssl_context
         self.idle_timeout = IDLE_TIMEOUT if idle_timeout is None else idle_timeout
         self.partial_timeout = PARTIAL_TIMEOUT if partial_timeout is None else partial_timeout
+        self.login_timeout = LOGIN_TIMEOUT if login_timeout is None else login_timeout
         self.stats: Counter[str] = Counter()
         self._sock: socket.socket | None = None
         self._stop = threading.Event()
@@ -168,12 +174,14 @@ class Sip2Server:
         framer = Framer()
         while not self._stop.is_set() and not session.closing:
             partial = framer.partial
-            conn.settimeout(self.partial_timeout if partial else self.idle_timeout)
+            conn.settimeout(self.partial_timeout if partial else self.idle_timeout
+                            if session.account else self.login_timeout)
             try:
                 data = conn.recv(RECV_SIZE)
             except TimeoutError:
                 logger.warning("sip2 %s: %s: closing", session.peer,
-                               "stopped in the middle of a message" if partial else "idle")
+                               "stopped in the middle of a message" if partial else "idle"
+                               if session.account else "no login")
                 self.stats["timeouts"] += 1
                 return
             if not data:

@@ -14,7 +14,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date as Date
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from edge.sip2 import accounts, circulation, codec, patron
 from edge.sip2 import fields as F
@@ -31,6 +31,14 @@ TIMEOUT_PERIOD = "050"
 RETRIES_ALLOWED = "003"
 # Wrong logins on one connection before it is closed.
 MAX_LOGIN_TRIES = 3
+# A kiosk's store-and-forward (no-block) date is believed at most this far back: kiosks
+# hold offline transactions for hours or days, not weeks, and one whose clock reset to
+# 2000 must not make a loan decades overdue. The cloud bounds reported times the same
+# way (cloud.max_report_delay_days, also 14).
+MAX_KIOSK_DELAY = timedelta(days=14)
+# A kiosk clock ahead of the node's by less than this is ordinary drift: taken as now
+# without a word; more is worth telling staff at the kiosk.
+KIOSK_CLOCK_SLACK = timedelta(minutes=2)
 # Unanswerable messages in a row (unknown commands) before the connection is closed.
 MAX_BAD_IN_A_ROW = 10
 
@@ -55,6 +63,12 @@ class Node:
     notify: Callable[[], None] = _nothing
     default_charset: str = "utf-8"                 # until a login says which one
     on_login: Callable[[Session], None] = field(default=lambda s: None)
+    # Answer 99 SC Status before a login (some RFID gates poll it first); off: such a
+    # connection is closed, as the standard wants a login first.
+    status_before_login: bool = False
+    # Each kiosk's last request and its answer, kept across its connections: a kiosk
+    # that reconnects and sends its checkout again gets the same answer, not a second go.
+    answered: dict[str, tuple[bytes, bytes]] = field(default_factory=dict)
 
 
 class Session:
@@ -68,7 +82,6 @@ class Session:
         self.charset = node.default_charset
         self.closing = False                      # the server closes the connection
         self.last_sent: bytes | None = None       # for 97 Request ACS Resend
-        self._last: tuple[bytes, bytes] | None = None  # (request, answer): a retransmission
         self.verified: tuple[str, str] | None = None   # (card, PIN) checked this patron session
         self._login_tries = 0
         self._bad_in_a_row = 0
@@ -93,20 +106,40 @@ class Session:
         """A due date as a SIP date (end of that day) in this kiosk's time zone."""
         return codec.format_day(day, self.account.utc_dates if self.account else False)
 
+    def source(self) -> str:
+        """Who did it, as the node's events say: ``sip2:<kiosk login>``."""
+        return accounts.source(self.account.name if self.account else "?")
+
     def institution(self) -> str:
         """The institution id this kiosk answers with."""
         return self.account.institution if self.account else ""
 
-    def kiosk_time(self, text: str) -> datetime:
-        """A date the kiosk sent, as the node records it: never later than now."""
+    def kiosk_time(self, text: str) -> tuple[datetime, str]:
+        """A date the kiosk sent for a no-block transaction, as the node records it.
+
+        Never later than now, never more than MAX_KIOSK_DELAY ago (a kiosk clock
+        reset to 2000 would make the loan decades overdue: fines, a block).
+        Returns the time and, when the kiosk's date was moved, a screen message
+        saying so (empty otherwise); the move is logged.
+        """
         try:
             when = codec.parse_date(text)
         except ValueError:
             when = None
         now = self.now()
-        if when is None or when > now:
-            return now
-        return when
+        if when is None:
+            return now, ""
+        earliest = now - MAX_KIOSK_DELAY
+        if earliest <= when <= now + KIOSK_CLOCK_SLACK:
+            return min(when, now), ""
+        bound = now if when > now else earliest
+        logger.warning("sip2 %s: kiosk %s dated a no-block transaction %s; recorded at %s",
+                       self.peer, self.account.name if self.account else "?",
+                       when.isoformat(), bound.isoformat())
+        local = f"{bound.astimezone():%d.%m.%Y %H:%M}"
+        return bound, (f"The self-check's date {when.astimezone():%d.%m.%Y %H:%M} is "
+                       f"{'later than now' if when > now else 'too long ago'}: recorded at "
+                       f"{local}; please check the self-check's clock.")
 
     # -- the conversation -------------------------------------------------------------
 
@@ -139,11 +172,14 @@ class Session:
         self._bad_in_a_row = 0
         if req.command == "97":
             return self.last_sent
-        if req.seq is not None and self._last is not None and self._last[0] == raw:
+        last = self.node.answered.get(self.account.name) if self.account else None
+        if req.seq is not None and last is not None and last[0] == raw:
             logger.info("sip2 %s: %s sent again with the same sequence number: answering as "
                         "before, not doing it twice", self.peer, req.command)
-            return self._remember(self._last[1])
+            return self._remember(last[1])
         if self.account is None and req.command != "93":
+            if req.command == "99" and self.node.status_before_login:
+                return self._answer(self.status_reply(), req.seq, req.checksummed, raw)
             self._not_logged_in(req.command)
             return None
         return self._answer(self._dispatch(req), req.seq, req.checksummed, raw)
@@ -187,7 +223,10 @@ class Session:
             out = codec.format_message(reply.code, refusal(self, _request_of(reply.code), {},
                                                            "Internal error.").fixed,
                                        seq=seq, error_detection=checksummed)
-        self._last = (raw, out)
+        # Remembered for a retransmission, per kiosk: not a login, nor a status (its
+        # answer goes stale, and asking again is harmless).
+        if self.account is not None and raw[:2] not in (b"93", b"99"):
+            self.node.answered[self.account.name] = (raw, out)
         return self._remember(out)
 
     def _remember(self, out: bytes) -> bytes:

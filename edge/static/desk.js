@@ -177,8 +177,12 @@
     if (!copy) return;
     const res = await call("POST", "/api/return", {copy: copy});
     if (res.ok) {
+      // Where the book goes now: what a sorter at this branch is told too (edge/routing.py).
+      const route = res.body.route || {kind: "shelf"};
       say("checkin-msg", true, K.fmt(S[res.body.known ? "d.ok.checkin" : "d.ok.checkin_unknown"],
-                                     {copy: res.body.copy}));
+                                     {copy: res.body.copy}),
+          K.fmt(S["d.route." + route.kind] || "", {
+            to: route.to || "", reader: route.reader_name || route.reader || ""}));
       afterChange(null);
     } else {
       refuse("checkin-msg", res);
