@@ -138,6 +138,12 @@ class Demo:
         for site in self.sites.values():
             say(f"{site.spec.kind:7s} {site.spec.id}: {site.url}/   ({site.spec.name})")
         say(f"desk login at b-central: user 'desk', password '{self.desk_password}'")
+        for site in self.sites.values():
+            if site.control:
+                say(f"be the reader or technician at {site.spec.id}: "
+                    f"kitap firmware-sim-ctl --control {site.control} state")
+        you = self.data.readers[0]
+        say(f"a card to try at a machine: {you.card}, PIN {you.pin}")
         say(f"ops console: {self.cloud_url}/console/   user 'operator', password "
             f"'{self.operator_password}'")
         say(f"logs and databases: {self.workdir}/")
