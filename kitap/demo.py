@@ -157,8 +157,12 @@ class Demo:
 
         titles = [{"id": t.id, "title": t.title, "author": t.author, "isbn": t.isbn,
                    "language": t.language, "item_type": t.item_type} for t in self.data.titles]
-        readers = [{"card": r.card, "name": r.name, "category": r.category}
-                   for r in self.data.readers]
+        from cloud import accounts, marc
+
+        # With their PINs (hashed as the nodes check them): a person trying a machine's
+        # PIN pad or touch screen types the PIN the bring-up prints.
+        readers = [{"card": r.card, "name": r.name, "category": r.category,
+                    "pin_hash": accounts.hash_pin(r.pin)} for r in self.data.readers]
         cs.connect(f"sqlite:///{self.workdir / 'cloud.db'}")
         cs.seed(
             nodes=[{"id": n.id, "kind": n.kind, "name": n.name} for n in self.data.nodes],
@@ -169,8 +173,6 @@ class Demo:
                      "status": "in_slot" if c.slot is not None else "on_shelf"}
                     for c in self.data.copies])
         # The catalogue goes in the way a library's own does: a MARC 21 file, imported.
-        from cloud import accounts, marc
-
         mrc = self.workdir / "catalogue.mrc"
         marc.write_file([{**t, "year": x.year} for t, x in
                          zip(titles, self.data.titles, strict=True)], mrc)
