@@ -47,8 +47,9 @@ def machine(tmp_path: Path, broker, network, sockdir: Path):
     cloud = network.cloud(_seed_cloud(tmp_path / "cloud.db", fund))
     edge = network.edge("m-test", "machine", seed_edge(tmp_path / "edge.db", "m-test", fund),
                         serial=pty)
-    wait_for(lambda: api("GET", edge + "/api/status")[1]["controller_online"], 15,
-             what="controller online")
+    # Online and reconciled: what the controller's last handshake left open is settled.
+    wait_for(lambda: api("GET", edge + "/api/machine/status")[1]["ready"], 15,
+             what="controller online and reconciled")
     return edge, cloud, ControlClient(control), state
 
 
