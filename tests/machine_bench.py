@@ -83,11 +83,11 @@ class Sim:
         self.ctl = ControlClient(self.control)
 
     def wait_ready(self) -> None:
-        """Wait for the "PTY ..." line."""
+        """Wait for the "PTY ..." line (or "PORT URL" when the simulator serves a URL)."""
         assert self.proc.stdout is not None
         ready, _, _ = select.select([self.proc.stdout], [], [], START_TIMEOUT)
         line = self.proc.stdout.readline().decode() if ready else ""
-        if not line.startswith("PTY "):
+        if not line.startswith(("PTY ", "PORT ")):
             self.kill()
             raise AssertionError(f"no PTY line from the simulator: {line!r}\n"
                                  + self.log.read_text())
@@ -164,10 +164,11 @@ class Bench:
         self.sims.append(sim)
         return sim
 
-    def driver(self, sim: Sim, **kwargs: Any) -> tuple[MachineDriver, Events]:
-        """A bare driver on the sim's link, online."""
+    def driver(self, sim: Sim, port: str | None = None,
+               **kwargs: Any) -> tuple[MachineDriver, Events]:
+        """A bare driver on the sim's link (or on ``port``, a pyserial URL), online."""
         events = Events()
-        drv = MachineDriver(str(self.link), on_event=events, **kwargs)
+        drv = MachineDriver(port or str(self.link), on_event=events, **kwargs)
         self.drivers.append(drv)
         drv.start()
         wait_until(lambda: drv.online, 5.0, what="driver online")
