@@ -110,6 +110,8 @@ def summary() -> dict[str, Any]:
             "applied_seq": cursors.get(n.id, 0),
             "node_last_seq": st.get("last_seq"), "outbox_depth": st.get("outbox_depth"),
             "loans_open": loans_open.get(n.id, 0), "copies_here": held.get(n.id, 0),
+            # What the node's retained status says of its faults and (a machine) hardware.
+            "faults": st.get("faults") or [], "machine": st.get("machine"),
         })
     return {
         "nodes": nodes,

@@ -61,12 +61,16 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     app.register_blueprint(web.pages)
     kiosk.init_app(app)
     desk.init_app(app)
-    if app.config["NODE_KIND"] == "machine" and app.config["SERIAL_PORT"]:
-        from edge.machine import MachineService
+    machine = None
+    if app.config["NODE_KIND"] == "machine":
+        from edge import machine_web
 
-        machine = MachineService(store, app.config["SERIAL_PORT"])
-        machine.start()
-        app.extensions["kitap.machine"] = machine
+        api.register_blueprint(machine_web.api)
+        if app.config["SERIAL_PORT"]:
+            from edge.machine import MachineService
+
+            machine = MachineService(store, app.config["SERIAL_PORT"])
+            app.extensions["kitap.machine"] = machine
     if app.config["START_SYNC"]:
         from edge.sync import SyncAgent
 
@@ -74,8 +78,16 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
                          kind=app.config["NODE_KIND"],
                          username=_text(app.config["MQTT_USERNAME"]),
                          password=_text(app.config["MQTT_PASSWORD"]))
+        if machine is not None:
+            # The machine's faults and hardware go into the retained MQTT status, and a
+            # change of faults is published at once (the cloud's console shows both).
+            sync.machine_status = machine.summary
+            machine.on_faults = sync.set_faults
         sync.start()
         app.extensions["kitap.sync"] = sync
+    if machine is not None:
+        # Started after the sync agent exists, so its first fault list is not lost.
+        machine.start()
     sip2.init_app(app)
     return app
 

@@ -169,14 +169,26 @@ _ROWS: dict[str, tuple[str, str, str]] = {
     "k.idlewarn": ("Сеанс {n} секундтан кейін аяқталады. Жалғастыру үшін экранды түртіңіз.",
                    "Сеанс закончится через {n} с. Коснитесь экрана, чтобы продолжить.",
                    "Your session ends in {n} s. Touch the screen to continue."),
-    "k.oos.title": ("Автомат уақытша жұмыс істемейді", "Автомат временно не работает",
-                    "This machine is out of order"),
     "k.oos.text": ("Кешірім сұраймыз, қызметкерлерге хабарланды. Кітапты жақын маңдағы "
                    "кітапханадан немесе басқа автоматтан алуға болады.",
                    "Приносим извинения, персонал уведомлён. Книгу можно взять в ближайшей "
                    "библиотеке или в другом автомате.",
                    "Sorry — staff have been notified. You can borrow at a nearby library or "
                    "another machine."),
+    "k.off.back": ("Автомат қайта жауап бергенде бұл экран өзі жаңарады.",
+                   "Экран вернётся сам, когда автомат снова ответит.",
+                   "This screen comes back by itself when the machine answers again."),
+    "k.svc.text": ("Кітапханашы автоматқа қызмет көрсетіп жатыр. Бірнеше минуттан кейін "
+                   "қайта келіңіз.",
+                   "Библиотекарь обслуживает автомат. Подойдите через несколько минут.",
+                   "A librarian is servicing this machine. Please come back in a few minutes."),
+    "k.settle.title": ("Бір сәт…", "Одну минуту…", "One moment…"),
+    "k.settle.text": ("Автомат қайта байланысқа шықты және соңғы жұмысын тексеріп жатыр.",
+                      "Автомат снова на связи и проверяет свою последнюю операцию.",
+                      "The machine is back and is checking its last operation."),
+    "k.oos.returns_open": ("Кітапты қайтаруға болады: оны қайтару саңылауына салыңыз.",
+                           "Книгу можно вернуть: опустите её в окно возврата.",
+                           "You can still return a book: put it in the return slot."),
     "k.nomachine.title": ("Бұл түйінде автомат жоқ", "У этого узла нет автомата",
                           "This node has no machine"),
     "k.fault.choose": ("Басқа кітап таңдау", "Выбрать другую книгу", "Choose another book"),

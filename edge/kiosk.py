@@ -130,11 +130,22 @@ def _returns_open(machine: Any) -> bool | None:
     return value if isinstance(value, bool) else None
 
 
-def _out_of_order(machine: Any) -> bool:
-    """The controller does not answer, or a technician has the service door open."""
+def out_of_order_reason(machine: Any) -> str | None:
+    """Why the machine cannot serve a reader now, or None when it can.
+
+    ``offline``: the controller does not answer (the screen comes back by itself
+    when it does); ``service``: a technician has the service door open;
+    ``settling``: the controller is back and the node is settling what its last
+    link left open (a few seconds). Each has a screen of its own.
+    """
+    if not machine.online:
+        return "offline"
     controller = getattr(machine, "controller", None)
-    door_open = isinstance(controller, dict) and controller.get("door") == "open"
-    return not machine.online or door_open
+    if isinstance(controller, dict) and controller.get("door") == "open":
+        return "service"
+    if getattr(machine, "ready", True) is False:
+        return "settling"
+    return None
 
 
 # -- the visit -----------------------------------------------------------------------------
@@ -291,13 +302,16 @@ def page() -> Any:
 
 @bp.get("/api/kiosk/session")
 def kiosk_session() -> Any:
-    """What the screen should show now: idle, pin, locked, unknown_card, no_pin, ready, ..."""
+    """What the screen should show now: idle, pin, locked, unknown_card, no_pin, ready,
+    out_of_order (with its ``reason``: offline, service, settling), no_machine."""
     machine = _machine()
     info = _info()
     if machine is None:
         return {"state": "no_machine", "info": info}
-    if _out_of_order(machine):
-        return {"state": "out_of_order", "info": info}
+    reason = out_of_order_reason(machine)
+    if reason is not None:
+        return {"state": "out_of_order", "reason": reason,
+                "returns_open": _returns_open(machine), "info": info}
     state = _state()
     v = state.current(machine)
     if v is None:

@@ -123,8 +123,8 @@ class MachineService:
         self.store = store
         self.records = MachineRecords(store)
         self.t = tunables or Tunables.from_mapping(os.environ)
-        # Called with the active faults' names whenever they change (e.g. to put
-        # them in the node's MQTT status: ``lambda names: setattr(sync, "faults", names)``).
+        # Called with the active faults' names whenever they (or the controller's link)
+        # change: the app factory hands them to the sync agent's retained MQTT status.
         self.on_faults = on_faults
         self.session: Session | None = None
         self._reconciled = 0  # the handshake (driver.handshakes) last reconciled
@@ -356,6 +356,7 @@ class MachineService:
         """After each handshake: settle what was left open, then serve. Dispatch thread."""
         if not online:
             self._offline_since = self._offline_since or time.monotonic()
+            self.notify_faults()  # the node's status says "controller offline" at once
             return
         self._reconcile()
 
@@ -458,6 +459,27 @@ class MachineService:
         if ctl.get("chute") == "closed":
             return "returns are closed at this machine"
         return None
+
+    def summary(self) -> dict[str, Any]:
+        """The hardware for the node's MQTT status (protocol MachineStatusSchema).
+
+        What the controller last said (bin level, chute, door), kept while it is
+        offline: ``controller_online`` tells whether it is live. No reader, no
+        database: the sync agent calls this from its own threads.
+        """
+        ctl = self.controller
+        slots = self.driver.info.get("slots")
+
+        def count(key: str) -> int | None:
+            value = ctl.get(key)
+            return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+        door = ctl.get("door")
+        return {"controller_online": self.online,
+                "slots": slots if isinstance(slots, int) else None,
+                "bin": count("bin"), "bin_capacity": count("bin_capacity"),
+                "returns_open": self.returns_open if ctl or not self.online else None,
+                "door": door if door in ("open", "closed") else None}
 
     def status(self) -> dict[str, Any]:
         """The machine for /api/status and the kiosk: link, faults, bin, returns, door."""

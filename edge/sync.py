@@ -12,6 +12,7 @@ import logging
 import queue
 import threading
 import time
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
@@ -56,6 +57,9 @@ class SyncAgent:
         self.connected = False
         self.rejected_messages = 0
         self.faults: list[str] = []
+        # A machine node's hardware for the status (MachineService.summary); None: a branch.
+        self.machine_status: Callable[[], dict[str, Any]] | None = None
+        self._status_due = False     # something changed: publish the status now, not in 5 s
         self._sent_upto = 0          # highest seq published since the last rewind
         self._last_send = 0.0        # monotonic time of the last publish with no ack since
         self._wake = threading.Condition()
@@ -115,6 +119,12 @@ class SyncAgent:
         """Wake the publisher: a new event is in the outbox."""
         with self._wake:
             self._wake.notify_all()
+
+    def set_faults(self, names: list[str]) -> None:
+        """The node's active faults changed: put them in the retained status at once."""
+        self.faults = list(names)
+        self._status_due = True
+        self.poke()
 
     # -- paho callbacks (paho's network thread) --------------------------------
 
@@ -185,7 +195,7 @@ class SyncAgent:
         while not self._stop.is_set():
             try:
                 sent = self._publish_some()
-                self._publish_status()
+                self._publish_status(force=self._status_due)
                 if time.monotonic() - last_prune > 3600:
                     self.store.prune_journal(utcnow() - timedelta(days=JOURNAL_RETENTION_DAYS))
                     last_prune = time.monotonic()
@@ -280,14 +290,21 @@ class SyncAgent:
         if not self.connected or (not force and now - self._last_status < STATUS_INTERVAL):
             return
         self._last_status = now
+        self._status_due = False
         s = self.store.summary()
+        extra: dict[str, Any] = {}
+        if self.machine_status is not None:
+            try:
+                extra["machine"] = self.machine_status()
+            except Exception:  # the status still goes out, without the hardware
+                logger.exception("machine status for the node's status failed")
         self.client.publish(
             topics.node_topic(self.node, "status"),
             encode_status(
                 self.node, True, kind=self.kind, ts=utcnow().isoformat(),
                 outbox_depth=s["outbox_depth"], last_seq=s["last_seq"],
                 last_acked=s["last_acked"], faults=list(self.faults),
-                feed_rev=s["feed_rev"],
+                feed_rev=s["feed_rev"], **extra,
             ),
             qos=1, retain=True,
         )

@@ -292,6 +292,9 @@ def status() -> dict[str, Any]:
     out["link"] = sync.state() if sync else {"connected": False, "broker": None}
     machine = current_app.extensions.get("kitap.machine")
     out["controller_online"] = machine.online if machine else None
+    # A machine's hardware as /api/machine/status shows it: faults, bin level against
+    # capacity, returns open or closed (and why), service door, slots (controller.slots).
+    out["machine"] = machine.status() if machine else None
     return out
 
 
@@ -314,9 +317,21 @@ td{padding:.2rem 1rem .2rem 0}.ok{color:#070}.bad{color:#a00}</style></head><bod
 <table>
 <tr><td>Link to broker</td><td class="{{ 'ok' if s.link.connected else 'bad' }}">
 {{ 'connected' if s.link.connected else 'offline' }} ({{ s.link.broker }})</td></tr>
-{% if s.controller_online is not none %}<tr><td>Machine controller</td>
-<td class="{{ 'ok' if s.controller_online else 'bad' }}">
-{{ 'online' if s.controller_online else 'not responding' }}</td></tr>{% endif %}
+{% if s.machine %}{% set m = s.machine %}<tr><td>Machine controller</td>
+<td class="{{ 'ok' if m.online else 'bad' }}">
+{{ 'online' if m.online else 'not responding' }}{% if m.problem %} ({{ m.problem }}){% endif %}
+{% if m.controller.serial %}· {{ m.controller.serial }}, {{ m.controller.slots }} slots{% endif %}
+</td></tr>
+<tr><td>Faults</td><td class="{{ 'bad' if m.faults else 'ok' }}" id="faults">
+{% for f in m.faults %}{{ f.kind }}{% if f.slot is not none %} (slot {{ f.slot }}){% endif %}:
+{{ f.detail }}, since {{ f.since[:19] }} UTC{% if not loop.last %}<br>{% endif %}
+{% else %}none{% endfor %}</td></tr>
+<tr><td>Return bin</td><td>{% if m.bin %}{{ m.bin.count }}/{{ m.bin.capacity }}
+{% if m.bin.full %}(full){% endif %}{% else %}unknown{% endif %}</td></tr>
+<tr><td>Returns</td><td class="{{ 'ok' if m.returns_open else 'bad' }}">
+{{ 'open' if m.returns_open else 'closed: ' ~ m.returns_closed_reason }}</td></tr>
+<tr><td>Service door</td><td>{{ m.door or 'unknown' }}{% if m.door_locked %}, locked{% endif %}
+</td></tr>{% endif %}
 <tr><td>Events written</td><td>{{ s.last_seq }}</td></tr>
 <tr><td>Acknowledged by the cloud</td><td>{{ s.last_acked }}</td></tr>
 <tr><td>Waiting in the outbox</td><td>{{ s.outbox_depth }}</td></tr>
@@ -360,4 +375,10 @@ def metrics() -> Response:
          s["offline_hours"]),
     ):
         Gauge(name, help_, registry=registry).set(value)
+    m = s["machine"]
+    if m is not None:
+        Gauge("kitap_edge_controller_online", "1 when the machine's controller answers",
+              registry=registry).set(int(m["online"]))
+        Gauge("kitap_edge_machine_faults", "Faults of the machine not cleared yet",
+              registry=registry).set(len(m["faults"]))
     return Response(generate_latest(registry), mimetype=CONTENT_TYPE_LATEST)

@@ -99,6 +99,10 @@ class ControlClient:
         """Reboot the controller: new boot id, POWER_UP, RAM lost, the state file kept."""
         self.call("reboot")
 
+    def power_cut(self) -> int:
+        """Cut the simulator's power: the process dies at once (SIGKILL); returns its pid."""
+        return int(self.call("power_cut")["pid"])
+
     def line(self, **settings: Any) -> None:
         """Change the line: ``noise``, ``drop``, ``dup`` (rates), ``connected`` (cable)."""
         self.call("line", **settings)

@@ -17,6 +17,7 @@ import json
 import logging
 import os
 import select
+import signal
 import socketserver
 import stat
 import threading
@@ -128,6 +129,8 @@ class _ControlHandler(socketserver.StreamRequestHandler):
             else:
                 reply = self.server.runner.op(req)
             self.wfile.write(json.dumps(reply, ensure_ascii=False).encode() + b"\n")
+            if reply.get("power_cut"):
+                self.server.runner.power_cut()
 
 
 def _field(req: dict[str, Any], name: str, kind: type) -> Any:
@@ -312,6 +315,8 @@ class Runner:
                           _field(req, "slot", int) if slot is not None else None)
         elif name == "reboot":
             self._reboot()
+        elif name == "power_cut":  # the requester is answered first, then the power goes
+            return {"power_cut": True, "pid": os.getpid()}
         elif name == "line":
             if self._port is None:
                 raise ControllerError("the line is not open")
@@ -325,6 +330,17 @@ class Runner:
         else:
             raise ControllerError(f"unknown op {name!r}")
         return None
+
+    def power_cut(self) -> None:
+        """Die at once, as the cabinet does when its power goes (SIGKILL: nothing tidied).
+
+        Only what the controller had saved survives, as on real hardware; start the
+        simulator again (same ``--state``, same ``--link``) to bring the power back.
+        """
+        logger.warning("POWER CUT (asked on the control socket)")
+        for handler in logging.getLogger().handlers:
+            handler.flush()
+        os.kill(os.getpid(), signal.SIGKILL)
 
     def _reboot(self) -> None:
         """The controller restarts: RAM is lost (queued events, the chute), the file is kept."""

@@ -6,6 +6,7 @@ from typing import Any
 import click
 
 from firmware_sim.cli import command as firmware_sim_command
+from firmware_sim.ctl import command as firmware_sim_ctl_command
 from kitap import admin_cloud
 from kitap.serve import run, setup_logging, split_hostport
 
@@ -440,4 +441,5 @@ def sip2_account_lift_block(card: str, node: str, by: str) -> None:
 
 
 main.add_command(firmware_sim_command, "firmware-sim")
+main.add_command(firmware_sim_ctl_command, "firmware-sim-ctl")
 admin_cloud.register(admin)

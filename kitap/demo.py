@@ -141,6 +141,10 @@ class Demo:
             say(f"{site.spec.kind:7s} {site.spec.id}: {site.url}/   ({site.spec.name})")
         for line in self.sign_ins():
             say(line)
+        for site in self.sites.values():
+            if site.control:
+                say(f"be the reader or technician at {site.spec.id}: "
+                    f"kitap firmware-sim-ctl --control {site.control} state")
         say(f"logs and databases: {self.workdir}/")
 
     def sign_ins(self) -> list[str]:
@@ -163,7 +167,8 @@ class Demo:
                    "language": t.language, "item_type": t.item_type} for t in self.data.titles]
         from cloud import accounts, marc
 
-        # Every reader can sign in to the catalogue (and at a machine) with their PIN.
+        # Every reader can sign in to the catalogue, and at a machine's PIN pad or
+        # touch screen, with the PIN (hashed as the nodes check them).
         readers = [{"card": r.card, "name": r.name, "category": r.category,
                     "pin_hash": accounts.hash_pin(r.pin)} for r in self.data.readers]
         cs.connect(f"sqlite:///{self.workdir / 'cloud.db'}")

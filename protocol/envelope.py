@@ -393,6 +393,28 @@ class AckSchema(Schema):
     resend_from = fields.Int(load_default=None, allow_none=True, strict=True)
 
 
+_count = validate.Range(min=0)
+
+
+class MachineStatusSchema(Schema):
+    """A machine node's hardware in its status: controller, slots, return bin, chute, door.
+
+    Each field is None while the node has not heard it from the controller.
+    """
+
+    class Meta:
+        unknown = EXCLUDE
+
+    controller_online = fields.Bool(load_default=None, allow_none=True)
+    slots = fields.Int(load_default=None, allow_none=True, strict=True, validate=_count)
+    bin = fields.Int(load_default=None, allow_none=True, strict=True, validate=_count)
+    bin_capacity = fields.Int(load_default=None, allow_none=True, strict=True,
+                              validate=_count)
+    returns_open = fields.Bool(load_default=None, allow_none=True)
+    door = fields.Str(load_default=None, allow_none=True,
+                      validate=validate.OneOf(["open", "closed"]))
+
+
 class StatusSchema(Schema):
     """node -> all (retained): is the node up, and how far behind is it."""
 
@@ -409,6 +431,7 @@ class StatusSchema(Schema):
     last_acked = fields.Int(load_default=None, allow_none=True)
     feed_rev = fields.Int(load_default=None, allow_none=True)
     faults = fields.List(fields.Str(), load_default=list)
+    machine = fields.Nested(MachineStatusSchema, load_default=None, allow_none=True)
 
 
 def _load_json(schema: Schema, payload: bytes, what: str) -> dict[str, Any]:

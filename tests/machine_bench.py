@@ -83,11 +83,11 @@ class Sim:
         self.ctl = ControlClient(self.control)
 
     def wait_ready(self) -> None:
-        """Wait for the "PTY ..." line."""
+        """Wait for the "PTY ..." line (or "PORT URL" when the simulator serves a URL)."""
         assert self.proc.stdout is not None
         ready, _, _ = select.select([self.proc.stdout], [], [], START_TIMEOUT)
         line = self.proc.stdout.readline().decode() if ready else ""
-        if not line.startswith("PTY "):
+        if not line.startswith(("PTY ", "PORT ")):
             self.kill()
             raise AssertionError(f"no PTY line from the simulator: {line!r}\n"
                                  + self.log.read_text())
@@ -152,6 +152,7 @@ class Bench:
         self.sims: list[Sim] = []
         self.drivers: list[MachineDriver] = []
         self.machines: list[MachineService] = []
+        self.apps: list[Any] = []
         self.store: EdgeStore | None = None
 
     def sim(self, *args: str, slots: int = 10, loaded: dict[int, str] | None = None,
@@ -163,10 +164,11 @@ class Bench:
         self.sims.append(sim)
         return sim
 
-    def driver(self, sim: Sim, **kwargs: Any) -> tuple[MachineDriver, Events]:
-        """A bare driver on the sim's link, online."""
+    def driver(self, sim: Sim, port: str | None = None,
+               **kwargs: Any) -> tuple[MachineDriver, Events]:
+        """A bare driver on the sim's link (or on ``port``, a pyserial URL), online."""
         events = Events()
-        drv = MachineDriver(str(self.link), on_event=events, **kwargs)
+        drv = MachineDriver(port or str(self.link), on_event=events, **kwargs)
         self.drivers.append(drv)
         drv.start()
         wait_until(lambda: drv.online, 5.0, what="driver online")
@@ -190,7 +192,30 @@ class Bench:
             wait_until(lambda: m.ready, 10.0, what="machine online and reconciled")
         return m
 
+    def app(self, copies: dict[int, str], *, readers: list[dict[str, Any]] | None = None,
+            **config: Any) -> Any:
+        """A whole machine node as ``edge.app.create_app`` builds it (no MQTT unless
+        ``config`` says so) on the sim's link, holding ``copies`` {slot: barcode}; online."""
+        from edge.app import create_app
+
+        path = str(self.dir / "edge.db")
+        self.store = EdgeStore("m-test", path)
+        self.store.seed(titles=TITLES, readers=readers or READERS,
+                        copies=[{"barcode": b, "title_id": "T001", "slot": s}
+                                for s, b in copies.items()])
+        app = create_app({"NODE_ID": "m-test", "NODE_KIND": "machine", "DATABASE": path,
+                          "SERIAL_PORT": str(self.link), "START_SYNC": False,
+                          "SECRET_KEY": "test", "TESTING": True, **config})
+        self.apps.append(app)
+        machine = app.extensions["kitap.machine"]
+        wait_until(lambda: machine.ready, 10.0, what="machine online and reconciled")
+        return app
+
     def close(self) -> None:
+        from edge.app import shutdown
+
+        for app in self.apps:
+            shutdown(app)
         for m in self.machines:
             m.stop()
         for drv in self.drivers:

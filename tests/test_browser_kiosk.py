@@ -211,6 +211,33 @@ def test_a_jam_shows_the_jam_screen_and_lends_nothing(machine: Machine, browser)
     assert machine.ctl.state()["slots"]["1"] == "C00001"   # the book never left its slot
 
 
+def test_the_screen_says_why_the_machine_cannot_lend_and_comes_back(machine: Machine,
+                                                                    browser) -> None:
+    with open_page(browser, machine.edge + "/kiosk", viewport=PORTRAIT) as page:
+        expect(page.locator('[data-screen="idle"] h1')).to_have_text(IDLE_KK)
+        # The serial cable is pulled: the controller does not answer.
+        machine.ctl.line(connected=False)
+        offline = page.locator('[data-screen="offline"]')
+        expect(offline).to_be_visible()
+        expect(offline.locator("h1")).to_have_text("Автомат жауап бермейді")
+        expect(offline).to_contain_text("Қайтару саңылауы уақытша жабық")
+        expect(offline).to_contain_text("экран өзі жаңарады")
+        assert no_sideways_scroll(page)
+        screenshot(page, "kiosk-offline")
+        # Put back: the screen comes back by itself.
+        machine.ctl.line(connected=True)
+        expect(page.locator('[data-screen="idle"] h1')).to_have_text(IDLE_KK)
+
+        # A technician opens the service door: a screen of its own; returns still work.
+        machine.ctl.open_door(key=True)
+        service = page.locator('[data-screen="service"]')
+        expect(service).to_be_visible()
+        expect(service.locator("h1")).to_have_text("Автоматқа қызмет көрсетілуде")
+        expect(service).to_contain_text("Кітапты қайтаруға болады")
+        machine.ctl.close_door()
+        expect(page.locator('[data-screen="idle"] h1')).to_have_text(IDLE_KK)
+
+
 class _Clock:
     """A monotonic clock the test moves by hand."""
 

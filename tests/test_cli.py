@@ -1,16 +1,23 @@
-"""The `kitap admin` and `kitap staff` commands do what staff expect, and refuse clearly."""
+"""The `kitap admin`, `kitap staff` and `kitap firmware-sim-ctl` commands do what staff (and a
+person at a demo machine) expect, and refuse clearly."""
 from __future__ import annotations
 
 import getpass
+import json
+import signal
 import socket
+import threading
 from pathlib import Path
+from typing import Any
 
+import pytest
 from click.testing import CliRunner
 
 from cloud import feed
 from cloud import store as cs
 from edge import store as es
 from kitap.cli import main
+from tests.machine_bench import Bench, bench_for, events_of, wait_until
 
 
 def test_admin_block_reaches_the_feed_and_unknown_card_is_refused(tmp_path: Path) -> None:
@@ -84,3 +91,65 @@ def test_staff_add_refuses_a_short_password(tmp_path: Path) -> None:
         assert row.password_hash.startswith("scrypt:") and "long enough" not in row.password_hash
     finally:
         es.db.close()
+
+
+bench = pytest.fixture(bench_for, name="bench")
+
+
+@pytest.mark.integration
+def test_a_person_at_a_terminal_borrows_returns_and_restocks(bench: Bench) -> None:
+    """`kitap firmware-sim-ctl` against a real simulator, with a machine node on its line."""
+    sim = bench.sim(loaded={1: "C0000001"})
+    machine = bench.node({1: "C0000001"})
+    runner = CliRunner()
+
+    def ctl(*argv: str) -> Any:
+        return runner.invoke(main, ["firmware-sim-ctl", "--control", sim.control, *argv])
+
+    # The reader: card, then a book chosen on the screen (here: the node's own call).
+    out = ctl("present-card", "R0001")
+    assert out.exit_code == 0 and "R0001" in out.output, out.output
+    wait_until(lambda: machine.card_in_session() == "R0001", what="the card at the node")
+    lent: list[Any] = []
+    dispense = threading.Thread(target=lambda: lent.append(machine.checkout("R0001",
+                                                                            "C0000001")))
+    dispense.start()
+    wait_until(lambda: sim.ctl.state()["delivery"], 10, what="the book in the door")
+    out = ctl("take")
+    assert out.exit_code == 0 and "took C0000001" in out.output, out.output
+    dispense.join(timeout=20)
+    assert lent and lent[0].copy == "C0000001"
+    assert events_of("loan.checkout")[0][1]["copy"] == "C0000001"
+
+    # ... brings it back in the chute.
+    out = ctl("insert-return", "C0000001")
+    assert out.exit_code == 0 and out.output.startswith("accepted"), out.output
+    assert sim.state()["bin"] == ["C0000001"]
+    bad = ctl("insert-return", "SHOP-TAG-1")   # not a library book: handed back, with why
+    assert bad.exit_code == 1 and "not a book of the library" in bad.output, bad.output
+
+    # The technician: a locked door is refused with the reason; the key opens it.
+    locked = ctl("open-door")
+    assert locked.exit_code != 0 and "the service door is locked" in locked.output
+    assert ctl("open-door", "--key").exit_code == 0
+    assert ctl("load", "2", "C0000002").exit_code == 0
+    empty = ctl("remove", "1")
+    assert empty.exit_code != 0 and "slot 1 holds no book" in empty.output
+    assert ctl("close-door").exit_code == 0
+    wait_until(lambda: events_of("stock.loaded"), what="the load recorded by the node")
+    assert events_of("stock.loaded")[0][1] == {"copy": "C0000002", "slot": 2}
+
+    assert ctl("fault", "jam").exit_code == 0
+    state = json.loads(ctl("state", "--json").output)
+    assert state["faults"] == ["jam"] and state["slots"]["2"] == "C0000002"
+    human = ctl("state").output
+    assert "door:     closed, locked" in human and "    2  C0000002" in human
+
+    # A power cut: the simulator dies at once; what it had saved is kept.
+    out = ctl("power-cut")
+    assert out.exit_code == 0 and "power cut" in out.output
+    sim.proc.wait(timeout=5)
+    assert sim.proc.returncode == -signal.SIGKILL
+    assert sim.state()["slots"]["2"] == "C0000002" and sim.state()["bin"] == ["C0000001"]
+    gone = ctl("state")
+    assert gone.exit_code != 0 and "cannot reach the simulator" in gone.output

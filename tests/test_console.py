@@ -300,6 +300,40 @@ def test_the_overview_puts_problem_nodes_first(env) -> None:
     assert order.index("b-central") > max(order.index("b-zhetisu"), order.index("m-mega"))
 
 
+def test_a_machines_page_shows_its_bin_level_slots_and_faults(env) -> None:
+    from cloud.console import network
+
+    now = cs.utcnow()
+    # As a machine node's retained status says (edge/sync.py, protocol StatusSchema).
+    status = {"v": 1, "node": "m-almaly", "online": True, "kind": "machine",
+              "outbox_depth": 0, "faults": ["bin_full"],
+              "machine": {"controller_online": True, "slots": 36, "bin": 38,
+                          "bin_capacity": 40, "returns_open": False, "door": "closed"}}
+    cs.Node.update(online=True, last_seen=now, status=json.dumps(status)).where(
+        cs.Node.id == "m-almaly").execute()
+    # m-mega's controller has stopped answering, though the node itself is online.
+    cs.Node.update(online=True, last_seen=now, status=json.dumps(
+        {**status, "node": "m-mega", "faults": [],
+         "machine": {**status["machine"], "controller_online": False, "bin": 3}})).where(
+        cs.Node.id == "m-mega").execute()
+    rows = {r.id: r for r in network.node_rows(now)}
+    assert (rows["m-almaly"].bin_level, rows["m-almaly"].slot_count) == ("38/40", 36)
+    assert rows["m-almaly"].faults == ["bin_full"] and rows["m-almaly"].state == "fault"
+    assert ("n.p.controller", {}) in rows["m-mega"].problems
+
+    client, _ = login(env["app"], cd.OPERATOR)
+    page = client.get("/console/nodes/m-almaly").get_data(as_text=True)
+    tile = page.split('id="bin-level"', 1)[1].split("</div>", 1)[0]
+    assert "38/40" in tile and "return bin level" in tile
+    assert re.search(r'<li class="mono">bin_full</li>', page)
+    assert re.search(r"/36</span>", page)          # copies in slots / the controller's slots
+    live = client.get("/console/network/live").get_data(as_text=True)
+    row = live.split('data-node="m-almaly"', 1)[1].split("</tr>", 1)[0]
+    assert "bin 38/40" in row and "36 slots" in row and "bin_full" in row
+    mega = live.split('data-node="m-mega"', 1)[1].split("</tr>", 1)[0]
+    assert "controller does not answer" in mega and "bin 3/40" in mega
+
+
 def test_every_word_the_pages_use_exists_in_three_languages() -> None:
     from cloud import i18n
     from cloud.console import words  # noqa: F401 - registers the console's rows
@@ -320,7 +354,8 @@ def test_every_word_the_pages_use_exists_in_three_languages() -> None:
         ("login.", ("wrong", "locked", "disabled")), ("c.login.", ("wrong", "locked")),
         ("a.st.", ("pending", "completed", "cancelled")), ("lang.", ("kk", "ru", "en")),
         ("w.", ("machine", "branch")), ("st.dow.", tuple("0123456")),
-        ("n.p.", ("never", "offline", "silent", "faults", "clock", "lag", "outbox")),
+        ("n.p.", ("never", "offline", "silent", "faults", "clock", "lag", "outbox",
+                  "controller")),
         ("c.renew.", ("no_renewals_left", "reserved", "blocked")),
         ("j.bad.", ("name", "pin", "pin2", "year", "consent", "category", "branch")),
         ("s.bad.", ("role", "password", "username", "branch", "self")),

@@ -12,8 +12,10 @@ from protocol.envelope import (
     MAX_BATCH,
     decode_ack,
     decode_batch,
+    decode_status,
     encode_ack,
     encode_batch,
+    encode_status,
     make_envelope,
 )
 from protocol.errors import RejectedMessage
@@ -111,6 +113,19 @@ def test_ack_round_trip_and_refusal() -> None:
                                                    "resend_from": 8}
     with pytest.raises(RejectedMessage, match="acked"):
         decode_ack(json.dumps({"v": 1, "node": "m-a", "acked": -1}).encode())
+
+
+def test_a_machines_status_carries_its_hardware_and_a_bad_one_is_refused() -> None:
+    hw = {"controller_online": True, "slots": 40, "bin": 38, "bin_capacity": 40,
+          "returns_open": False, "door": "closed"}
+    st = decode_status(encode_status("m-a", True, kind="machine", faults=["bin_full"],
+                                     machine={**hw, "later_field": 1}))
+    assert st["machine"] == hw and st["faults"] == ["bin_full"]   # newer fields ignored
+    assert decode_status(encode_status("b-a", True, kind="branch"))["machine"] is None
+    with pytest.raises(RejectedMessage, match="bin"):
+        decode_status(encode_status("m-a", True, machine={**hw, "bin": -1}))
+    with pytest.raises(RejectedMessage, match="door"):
+        decode_status(encode_status("m-a", True, machine={**hw, "door": "ajar"}))
 
 
 @given(st.binary(max_size=300))

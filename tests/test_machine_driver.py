@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import json
 import os
+import select
 import signal
+import socket
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -506,3 +509,82 @@ def test_controller_link_down_keeps_facts_and_drops_the_rest(tmp_path: Path) -> 
     assert ctl.snapshot()["pending_events"] == []
     doc = json.loads((tmp_path / "m.json").read_text())
     assert doc["delivery"] == {"slot": 1, "tag": "C1", "intent": None}
+
+
+class TcpCable:
+    """A serial cable as a TCP port both ends dial, the way a serial-to-TCP server
+    (ser2net) stands between a controller and its host: it takes two connections,
+    pipes bytes between them, and ``pull`` cuts both (they dial again by themselves)."""
+
+    def __init__(self) -> None:
+        self.server = socket.create_server(("127.0.0.1", 0))
+        self.server.settimeout(0.1)
+        self.url = f"socket://127.0.0.1:{self.server.getsockname()[1]}"
+        self.pulls = 0
+        self._cut = threading.Event()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="tcp-cable", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        ends: list[socket.socket] = []
+        while not self._stop.is_set():
+            try:
+                conn, _ = self.server.accept()
+            except TimeoutError:
+                continue
+            ends.append(conn)
+            if len(ends) == 2:
+                self._pipe(*ends)
+                for end in ends:
+                    end.close()
+                ends = []
+                self._cut.clear()
+        for end in ends:
+            end.close()
+
+    def _pipe(self, a: socket.socket, b: socket.socket) -> None:
+        while not (self._stop.is_set() or self._cut.is_set()):
+            readable, _, _ = select.select([a, b], [], [], 0.05)
+            for end in readable:
+                try:
+                    data = end.recv(4096)
+                except OSError:
+                    return
+                if not data:
+                    return
+                (b if end is a else a).sendall(data)
+
+    def pull(self) -> None:
+        """Pull the cable out and put it back: both connections are cut."""
+        self.pulls += 1
+        self._cut.set()
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=2)
+        self.server.close()
+
+
+def test_the_driver_and_the_simulator_over_a_socket_url(bench: Bench) -> None:
+    """Neither end needs a pty: both take any pyserial URL, here ``socket://``."""
+    cable = TcpCable()
+    try:
+        sim = bench.sim("--auto-take", "0.2", "--port", cable.url, loaded={3: "C0000123"})
+        assert sim.port == cable.url
+        link = LinkLog()
+        drv, events = bench.driver(sim, port=cable.url, on_link=link, reconnect_interval=0.2,
+                                   heartbeat_interval=0.5)
+        assert drv.info["serial"] == sim.ctl.state()["serial"]
+        outcome = drv.dispense(3, intent="i-tcp", timeout=10)
+        assert (outcome.result, outcome.tag) == ("taken", "C0000123")
+        assert events.wait(Cmd.ITEM_DISPENSED)["intent"] == "i-tcp"
+        cable.pull()
+        wait_until(lambda: link.changes[-1:] == [False], 5.0, what="the driver offline")
+        wait_until(lambda: drv.online, 15.0, what="both ends dialled again")
+        assert link.changes == [True, False, True]
+        assert drv.slot_scan()[3] is None and drv.status()["delivery"] is None
+        assert sim.state()["dispenses"] == [{"intent": "i-tcp", "slot": 3, "tag": "C0000123",
+                                              "outcome": "taken"}]
+    finally:
+        cable.close()

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from firmware_sim.control import ControlClient
-from kitap.procs import start_firmware_sim, wait_for
+from kitap.procs import http_json, start_firmware_sim, wait_for
 from tests.conftest import NODES, api, seed_edge
 
 pytestmark = pytest.mark.integration
@@ -47,8 +47,9 @@ def machine(tmp_path: Path, broker, network, sockdir: Path):
     cloud = network.cloud(_seed_cloud(tmp_path / "cloud.db", fund))
     edge = network.edge("m-test", "machine", seed_edge(tmp_path / "edge.db", "m-test", fund),
                         serial=pty)
-    wait_for(lambda: api("GET", edge + "/api/status")[1]["controller_online"], 15,
-             what="controller online")
+    # Online and reconciled: what the controller's last handshake left open is settled.
+    wait_for(lambda: api("GET", edge + "/api/machine/status")[1]["ready"], 15,
+             what="controller online and reconciled")
     return edge, cloud, ControlClient(control), state
 
 
@@ -72,6 +73,11 @@ def _exceptions(cloud_db: Path) -> list[tuple[str, str | None, bool]]:
         rows = conn.execute("SELECT kind, copy, closed_at IS NULL FROM staffexception "
                             "ORDER BY id").fetchall()
     return [(k, c, bool(o)) for k, c, o in rows]
+
+
+def _cloud_node(cloud: str, node: str = "m-test") -> dict:
+    """The node as the cloud knows it from its retained MQTT status (/api/summary)."""
+    return next(n for n in api("GET", cloud + "/api/summary")[1]["nodes"] if n["id"] == node)
 
 
 def _checkout_unless_no_card(edge: str, card: str, copy: str):
@@ -121,16 +127,33 @@ def test_a_jam_makes_no_loan_and_the_book_stays_in_its_slot(machine) -> None:
     assert json.loads(state.read_text())["slots"]["3"] == "C00003"
     assert api("GET", edge + "/api/readers/R0002")[1]["loans"] == []
     # No loan event; the fault itself goes to the cloud, where staff see it.
-    assert api("GET", edge + "/api/status")[1]["last_seq"] == 1
+    status = api("GET", edge + "/api/status")[1]
+    assert status["last_seq"] == 1
+    # The node's status says which slot jammed, and the slot is no longer offered.
+    assert [(f["kind"], f["slot"]) for f in status["machine"]["faults"]] == [("jam", 3)]
     cloud_db = state.parent / "cloud.db"
     wait_for(lambda: ("device_fault.jam", None, True) in _exceptions(cloud_db), 20,
              what="the jam in the cloud's exceptions")
     assert api("GET", cloud + "/api/copies/C00003")[1]["status"] == "in_slot"
+    # The retained MQTT status carries the fault and the hardware to the cloud.
+    node = wait_for(lambda: (n := _cloud_node(cloud))["faults"] and n, 20,
+                    what="the jam in the node's status at the cloud")
+    assert node["faults"] == ["jam (slot 3)"]
+    assert node["machine"] == {"controller_online": True, "slots": SLOTS, "bin": 0,
+                               "bin_capacity": 10, "returns_open": True, "door": "closed"}
 
 
 def test_a_technicians_visit_reaches_the_cloud(machine) -> None:
     edge, cloud, ctl, state = machine
-    ctl.open_door(key=True)
+    # The technician unlocks the door through the node (staff only), then opens it.
+    status = api("GET", edge + "/api/machine/status")[1]
+    assert (status["online"], status["door"], status["door_locked"]) == (True, "closed", True)
+    code, body = http_json("POST", edge + "/api/machine/service-door/unlock", {})
+    assert code == 401, body
+    code, body = api("POST", edge + "/api/machine/service-door/unlock", {"seconds": 60})
+    assert code == 200, body
+    assert ctl.state()["locked"] is False
+    ctl.open_door()
     assert ctl.remove(1) == "C00001"   # taken away by the technician
     ctl.load(6, "C00007")              # brought from the branch b-test
     ctl.close_door()

@@ -2,11 +2,13 @@
 
 The simulator's line layer flips bits, loses bytes and sends some twice, in
 both directions, from a seeded generator. The driver sends DISPLAY texts,
-STATUS requests and whole restock-and-dispense cycles. A ledger of what the
-driver believes is compared with what the controller did: every command it
-was told was carried out was carried out exactly once (none twice, none
-invented), the display shows the last text, every book the driver saw taken
-left exactly its slot, no other did.
+STATUS requests, the return chute opened and closed, slot scans, the service
+door unlocked and locked, and whole restock-and-dispense cycles. A ledger of
+what the driver believes is compared with what the controller did: every
+command it was told was carried out was carried out exactly once (none twice,
+none invented), the display shows the last text, the chute and the door lock
+are as last told, every slot scan read what the slots hold, every book the
+driver saw taken left exactly its slot, no other did.
 """
 from __future__ import annotations
 
@@ -14,10 +16,10 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from edge.hardware import HardwareError, LinkDown
+from edge.hardware import HardwareError, LinkDown, MachineDriver
 from edge.store import CirculationRefused, DispenseIntent, Loan
 from protocol.frames import Cmd
-from tests.machine_bench import Bench, bench_for, events_of, wait_until
+from tests.machine_bench import Bench, Sim, bench_for, events_of, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -41,6 +43,47 @@ class Ledger:
     statuses: int = 0
     dispensed: dict[str, int] = field(default_factory=dict)  # tag -> slot, seen taken
     dispense_unknown: list[str] = field(default_factory=list)  # intents not settled
+    acked: dict[str, int] = field(default_factory=dict)     # other commands ACKed, by name
+    unknown: dict[str, int] = field(default_factory=dict)   # ... whose ACK never came
+    scans: int = 0
+
+    def sent(self, cmd: Cmd, ok: bool) -> None:
+        """Count one CHUTE_*/SERVICE_* command, ACKed or not."""
+        book = self.acked if ok else self.unknown
+        book[cmd.name] = book.get(cmd.name, 0) + 1
+
+
+def _command(drv: MachineDriver, ledger: Ledger, cmd: Cmd) -> bool:
+    """Send one CHUTE_* or SERVICE_* command; True if the controller ACKed it."""
+    try:
+        drv.command(cmd)
+    except LinkDown:
+        ledger.sent(cmd, False)
+        return False
+    ledger.sent(cmd, True)
+    return True
+
+
+def _other_command(sim: Sim, drv: MachineDriver, ledger: Ledger, n: int) -> None:
+    """The chute, a slot scan, or the service door's lock; each checked against the
+    controller's own state the moment the driver believes it done."""
+    kind = n % 4
+    if kind in (0, 1):   # open the chute, then close it
+        cmd = Cmd.CHUTE_OPEN if kind == 0 else Cmd.CHUTE_CLOSE
+        if _command(drv, ledger, cmd):
+            assert sim.ctl.state()["chute_open"] is (cmd == Cmd.CHUTE_OPEN)
+    elif kind == 2:
+        try:
+            scan = drv.slot_scan()
+        except HardwareError:
+            return  # a reply lost for good: nothing moved
+        assert scan == {int(k): v for k, v in sim.ctl.state()["slots"].items()}
+        ledger.scans += 1
+    else:                # unlock the (closed) service door, then lock it again
+        if _command(drv, ledger, Cmd.SERVICE_UNLOCK):
+            assert sim.ctl.state()["locked"] is False
+            if _command(drv, ledger, Cmd.SERVICE_LOCK):
+                assert sim.ctl.state()["locked"] is True
 
 
 def run_stream(bench: Bench, commands: int) -> None:
@@ -78,6 +121,8 @@ def run_stream(bench: Bench, commands: int) -> None:
                 ledger.statuses += 1
             except HardwareError:
                 pass  # a reply lost for good: asked again next time
+        elif sent % 5 == 2:
+            _other_command(sim, drv, ledger, sent // 5)
         else:
             text = f"#{sent} Кітапты алыңыз"
             try:
@@ -95,6 +140,12 @@ def run_stream(bench: Bench, commands: int) -> None:
     assert ledger.displayed <= handled["DISPLAY"] <= ledger.displayed + ledger.display_unknown
     if ledger.display_unknown == 0:
         assert snap["display"] == ledger.last_text
+    # So was every chute and door command: each ACKed one once, an unACKed one at most once.
+    for name in ("CHUTE_OPEN", "CHUTE_CLOSE", "SERVICE_UNLOCK", "SERVICE_LOCK"):
+        acked, unknown = ledger.acked.get(name, 0), ledger.unknown.get(name, 0)
+        assert acked <= handled.get(name, 0) <= acked + unknown, (name, handled)
+        assert acked > 0, name
+    assert ledger.scans > 0
     # Every book the driver saw taken left exactly its slot; every other one is still in it
     # (or, for a dispense whose outcome was lost, the controller's log says what happened).
     log = {d["intent"]: d for d in snap["dispenses"]}
@@ -110,7 +161,9 @@ def run_stream(bench: Bench, commands: int) -> None:
     line = snap["line"]
     assert line["corrupted"] and line["dropped"] and line["duplicated"], line
     assert drv.bad_frames > 0 and snap["naks_sent"] > 0
-    assert ledger.displayed + ledger.statuses + len(ledger.dispensed) >= commands * 0.9
+    done = ledger.displayed + ledger.statuses + len(ledger.dispensed) + ledger.scans + \
+        sum(v for k, v in ledger.acked.items() if k != "SERVICE_LOCK")
+    assert done >= commands * 0.9
 
 
 def test_a_thousand_commands_over_a_noisy_line(bench: Bench) -> None:

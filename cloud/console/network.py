@@ -1,8 +1,9 @@
 """The network at a glance and one node's page: link, backlog, feed lag, faults, stock.
 
 What the cloud knows of a node comes from its retained status message (online,
-outbox depth, feed revision, active faults; the broker delivers the last will
-when a node drops), the events it applied, and the copies it places there.
+outbox depth, feed revision, active faults, and at a machine its controller,
+slot count and return bin level against capacity; the broker delivers the last
+will when a node drops), the events it applied, and the copies it places there.
 Problems sort to the top: offline or silent first, then faults, then backlog.
 """
 from __future__ import annotations
@@ -48,8 +49,25 @@ class NodeRow:
     faults: list[str]
     exceptions: int
     clock_note: str | None
+    # A machine's hardware as its status last said (protocol MachineStatusSchema), or None.
+    machine: dict[str, Any] | None = None
     problems: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
     severity: int = 0
+
+    @property
+    def bin_level(self) -> str | None:
+        """"count/capacity" of a machine's return bin, when its status said both."""
+        m = self.machine or {}
+        count, capacity = m.get("bin"), m.get("bin_capacity")
+        if isinstance(count, int) and isinstance(capacity, int):
+            return f"{count}/{capacity}"
+        return None
+
+    @property
+    def slot_count(self) -> int | None:
+        """How many slots the machine's controller has (its handshake), if known."""
+        slots = (self.machine or {}).get("slots")
+        return slots if isinstance(slots, int) and slots >= 0 else None
 
     @property
     def state(self) -> str:
@@ -77,18 +95,18 @@ def node_rows(now: datetime | None = None) -> list[NodeRow]:
     rows = []
     for n in s.Node.select():
         st = _status(n.status)
-        # A fault the machine reports in its status and as an event is one fault: the
-        # event's words (with the slot) win over the status's bare kind.
+        # A fault the machine reports in its status ("jam (slot 3)") and as an event is
+        # one fault: the event's words win over the status's short name.
         known = device.get(n.id, {})
         faults = sorted(set(known.values()) | {f for f in st.get("faults") or []
-                                               if f not in known})
+                                               if str(f).split(" (")[0] not in known})
         feed_rev = st.get("feed_rev")
         last_seq = st.get("last_seq") or 0
         row = NodeRow(n.id, n.name or n.id, n.kind, bool(n.online), n.last_seen,
                       st.get("outbox_depth"), feed_rev,
                       max(0, top - feed_rev) if isinstance(feed_rev, int) else None,
                       max(0, last_seq - cursors.get(n.id, 0)), faults,
-                      open_exc.get(n.id, 0), n.clock_note)
+                      open_exc.get(n.id, 0), n.clock_note, _machine(st))
         _judge(row, now)
         rows.append(row)
     rows.sort(key=lambda r: (-r.severity, r.kind != "branch", r.id))
@@ -103,6 +121,11 @@ def _status(text: str | None) -> dict[str, Any]:
     return doc if isinstance(doc, dict) else {}
 
 
+def _machine(st: dict[str, Any]) -> dict[str, Any] | None:
+    machine = st.get("machine")
+    return machine if isinstance(machine, dict) else None
+
+
 def _judge(row: NodeRow, now: datetime) -> None:
     age = (now - row.last_seen).total_seconds() if row.last_seen else None
     p = row.problems
@@ -113,6 +136,9 @@ def _judge(row: NodeRow, now: datetime) -> None:
     elif age is not None and age > SILENT_AFTER_S:
         p.append(("n.p.silent", {"age": int(age)}))
     sev = 3 if p else 0
+    if not p and row.machine and row.machine.get("controller_online") is False:
+        p.append(("n.p.controller", {}))
+        sev = max(sev, 2)
     if row.faults:
         p.append(("n.p.faults", {"n": len(row.faults)}))
         sev = max(sev, 2)
@@ -213,7 +239,8 @@ def node(node_id: str) -> Any:
     titles = titles_of([c.barcode for c in here])
     slots = {c.slot: c for c in here if c.status == "in_slot" and c.slot is not None}
     bin_ = [c for c in here if c.status == "in_bin"]
-    slot_count = max([*slots, 0])
+    # The controller's own slot count (from the node's status), else the highest slot used.
+    slot_count = row.slot_count or max([*slots, 0])
     shelf = s.Copy.select().where((s.Copy.location_node == node_id)
                                   & (s.Copy.status == "on_shelf")).count()
     events = list(s.Event.select().where(s.Event.node == node_id)

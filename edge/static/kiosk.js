@@ -12,6 +12,8 @@
   const READY_SCREENS = new Set(["books", "confirm", "dispensing", "receipt", "problem"]);
   const ATTENDED = new Set(["pin", "books", "confirm", "problem"]);  // the reader was mid-way
   const FAULTS = new Set(["jam", "empty_slot", "not_taken", "outcome_unknown", "machine_error"]);
+  // Why the machine cannot lend (the node's "reason"): each has a screen of its own.
+  const OUT_OF_ORDER = new Set(["offline", "service", "settling"]);
   const PIN_MAX = 8;
   const PIN_MIN = 4;
   const ENDED_MS = 6000;
@@ -107,9 +109,16 @@
   function apply(st) {
     switch (st.state) {
       case "no_machine":
-      case "out_of_order":
         if (screen !== st.state) { stopTimers(); show(st.state); }
         return;
+      case "out_of_order": {
+        const name = OUT_OF_ORDER.has(st.reason) ? st.reason : "offline";
+        for (const p of document.querySelectorAll(".oos-returns")) {
+          p.textContent = st.returns_open ? S["k.oos.returns_open"] : S["k.return.closed"];
+        }
+        if (screen !== name) { stopTimers(); K.$("idle-warning").hidden = true; show(name); }
+        return;
+      }
       case "idle":
         K.$("idle-warning").hidden = true;
         if (screen === "ended") return;
@@ -324,7 +333,8 @@
 
   function showProblem(p, canChoose) {
     const code = p.code || "machine_error";
-    if (code === "machine_offline" || code === "service") { show("out_of_order"); return; }
+    if (code === "machine_offline") { show("offline"); return; }
+    if (code === "service") { show("service"); return; }
     if (code === "no_card" || code === "pin_required") { goIdle(); return; }
     const params = p.params || {};
     let title = S["r." + code] || S["r.refused"];
