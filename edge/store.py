@@ -789,7 +789,15 @@ class EdgeStore:
                     model.insert_many(rows[i : i + 500]).on_conflict_replace().execute()
 
     def summary(self) -> dict[str, Any]:
-        """Counts a person or a status message wants."""
+        """Counts a person or a status message wants, read in one snapshot of the file.
+
+        One read transaction: a feed applied between two of the counts must not
+        show a node that holds its readers but none of its copies.
+        """
+        with db.atomic():
+            return self._summary()
+
+    def _summary(self) -> dict[str, Any]:
         return {
             "node": self.node_id,
             "last_seq": self.last_seq(),
