@@ -29,6 +29,7 @@ from cloud import (
     feed,
     holds,
     reconcile,
+    service_events,  # noqa: F401 - registers its handlers
 )
 from cloud import store as s
 from cloud.handlers import HANDLERS

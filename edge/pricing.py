@@ -27,7 +27,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, timedelta
 from typing import Any
 
 ANY = "*"
@@ -215,3 +215,12 @@ def percent_for(rules: Iterable[Rule], category: str, kind: str,
     """The discount in percent for a charge of ``kind`` (``on`` None: whatever the dates)."""
     rule = rule_for(rules, Buyer(category, partner, member), kind, None, on)
     return _clamp(rule.percent) if rule else 0
+
+
+def membership_term(today: date, running_until: date | None, term_days: int
+                    ) -> tuple[date, date]:
+    """A new membership's first and last day: from today, or — a renewal — from the day
+    after the running term ends (nobody loses the days they paid for)."""
+    starts = today if running_until is None or running_until < today \
+        else running_until + timedelta(days=1)
+    return starts, starts + timedelta(days=max(1, term_days) - 1)
