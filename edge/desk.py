@@ -28,7 +28,8 @@ JOURNAL_ROWS: Final = 30
 STATUS_POLL_MS: Final = 4000
 # Events a librarian recognises on the journal; others (device faults) are left out.
 JOURNAL_TYPES: Final = ("loan.checkout", "loan.return", "loan.renew", "hold.picked_up",
-                        "fee.paid", "reader.registered")
+                        "fee.paid", "reader.registered", "service.booked", "service.cancelled",
+                        "service.attended", "service.paid", "membership.sold")
 # The pages need nothing from elsewhere (the node is offline-first): say so to the browser.
 CSP: Final = ("default-src 'self'; img-src 'self' data:; frame-ancestors 'none'; "
               "base-uri 'none'; form-action 'self'")
@@ -91,7 +92,7 @@ def journal(limit: int = JOURNAL_ROWS) -> list[dict[str, Any]]:
         out.append({"seq": r.seq, "type": r.type, "ts": env.get("ts"), "acked": bool(r.acked),
                     "copy": copy, "title": titles.get(title_of.get(copy)) if copy else None,
                     "card": card, "name": names.get(card) if card else None,
-                    "due": body.get("due"), "amount": body.get("amount"),
+                    "due": body.get("due"), "amount": body.get("amount") or body.get("paid"),
                     "kind": body.get("kind")})
     return out
 

@@ -16,7 +16,7 @@ import threading
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
@@ -100,6 +100,7 @@ class Reader(BaseModel):
     blocked_reason = TextField(null=True)
     open_loans = IntegerField(default=0)      # across the network, as the cloud last said
     fees_owed = IntegerField(default=0)       # in tiyn (1/100 tenge), as the cloud last said
+    partner = CharField(null=True)            # the partner organisation, for its discounts
     synced_at = DateTimeField(null=True)      # when the cloud's figures above arrived
     wrong_pins = IntegerField(default=0)
     locked_until = DateTimeField(null=True)
@@ -226,11 +227,28 @@ class ReturnResult:
 
 
 def open_db(path: str) -> SqliteDatabase:
-    """Bind the store to the SQLite file at ``path`` and create the tables."""
+    """Bind the store to the SQLite file at ``path`` and create (or extend) the tables."""
+    from edge import service_records  # the services' tables (edge/services.py)
+
     db.init(path, pragmas=PRAGMAS, check_same_thread=False)
     db.connect(reuse_if_open=True)
-    db.create_tables(TABLES)
+    db.create_tables(TABLES + service_records.TABLES)
+    _add_missing_columns(TABLES)
     return db
+
+
+def _add_missing_columns(models: list[Any]) -> None:
+    """Add the columns a newer build defines to tables an older build created."""
+    from playhouse.migrate import SqliteMigrator, migrate
+
+    migrator = SqliteMigrator(db)
+    ops = [migrator.add_column(m._meta.table_name, f.column_name, f)
+           for m in models
+           for f in m._meta.sorted_fields
+           if f.column_name not in {c.name for c in db.get_columns(m._meta.table_name)}
+           and (f.null or f.default is not None)]
+    if ops:
+        migrate(*ops)
 
 
 # The node's wall clock may be wrong; the chaos suite makes one wrong on purpose
@@ -455,9 +473,15 @@ class EdgeStore:
         offline_loans = Loan.select().where(
             (Loan.reader == card) & (Loan.checked_out_at >= datetime.fromisoformat(since))
         ).count() if since else 0
+        required = (self._meta("config.services.borrow_requires_membership") or "0").lower() \
+            in ("1", "true", "yes", "on")
+        if required and reader is not None:
+            from edge import services  # the services' records need this module
+
+            reader = replace(reader, member=services.is_member(card, (now or utcnow())))
         return circulation.check_checkout(reader, copy, policy, offline_hours=hours,
                                           loans_while_offline=offline_loans,
-                                          cap=self.offline_cap())
+                                          cap=self.offline_cap(), membership_required=required)
 
     # -- circulation ----------------------------------------------------------
 
