@@ -12,10 +12,12 @@ def init_app(app: Flask) -> None:
     """Register the console (/console) and the catalogue (/catalogue) on ``app``."""
     from cloud import catalogue
     from cloud.console import admin, inventory, network, queue, readers, restock, stats, words
+    from cloud.console import services as console_services
     from cloud.console.auth import bp
     from cloud.console.common import init_app as init_common
 
     del admin, inventory, network, queue, readers, restock, stats, words  # their routes are on bp
+    del console_services
     init_common(app)
     app.register_blueprint(bp)
     app.register_blueprint(catalogue.bp)
