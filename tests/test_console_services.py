@@ -22,6 +22,7 @@ ADMIN = ("asel", "admin-password-1")
 OPERATOR = ("olga", "operator-password-1")
 BRANCH = ("dana", "branch-password-1")     # branch staff of b-central
 HERE, THERE = "b-central", "b-zhetisu"
+PIN = "2468"
 W, C = 200_000, 300_000
 
 
@@ -40,7 +41,8 @@ def seed(path: Path) -> None:
     cs.seed(nodes=[{"id": HERE, "kind": "branch", "name": "Central"},
                    {"id": THERE, "kind": "branch", "name": "Zhetisu"}],
             titles=[], copies=[],
-            readers=[{"card": f"R{i}", "name": f"Оқырман {i}", "category": cat}
+            readers=[{"card": f"R{i}", "name": f"Оқырман {i}", "category": cat,
+                      "pin_hash": accounts.hash_pin(PIN)}
                      for i, cat in enumerate(["adult", "adult", "partner_staff", "adult",
                                               "adult", "adult", "supported", "adult"])])
     accounts.add_staff(*ADMIN, "administrator", name="Асель")
@@ -63,6 +65,8 @@ def seed(path: Path) -> None:
                 now - timedelta(days=60, hours=-2), session_id="S-old")
     sa.schedule("ws-business", HERE, now + timedelta(days=2), now + timedelta(days=2, hours=2),
                 session_id="S-next")
+    sa.schedule("cn-legal", THERE, now + timedelta(days=4), now + timedelta(days=4, hours=1),
+                room="Room 4", host="A. Counsellor", session_id="S-slot")
     here = NodeLog(HERE, now - timedelta(days=6))
     here.send("service.booked", _booked("B1", "R1", "S-ws", W, W, W))
     here.send("service.booked", _booked("B2", "R2", "S-ws", W, 120_000, 120_000))
@@ -217,11 +221,10 @@ def test_an_operator_runs_sessions_anywhere_but_does_not_set_prices(app) -> None
     r = client.post("/console/sessions", data={
         "service": "cn-legal", "branch": THERE, "time": "10:00",
         "day": (datetime.now(UTC) + timedelta(days=30)).date().isoformat(),
-        "minutes": "45", "room": "Room 4", "host": "A. Counsellor", "csrf": token})
+        "minutes": "45", "room": "Room 7", "host": "A. Counsellor", "csrf": token})
     assert r.status_code == 302
     x = m.ServiceSession.get((m.ServiceSession.branch == THERE)
-                             & (m.ServiceSession.room == "Room 4")
-                             & (m.ServiceSession.id != "S-cn"))
+                             & (m.ServiceSession.room == "Room 7"))
     assert x.capacity == 1 and (x.ends_at - x.starts_at) == timedelta(minutes=45)
     assert client.post("/console/discounts", data={"category": "adult", "kind": "*",
                                                    "percent": "5", "csrf": token}
@@ -271,6 +274,7 @@ def test_every_services_word_exists_in_three_languages() -> None:
                           "fine", "replacement")),
         ("sv.c.seat.", ("seated", "waitlisted")), ("sv.c.status.", ("cancelled", "duplicate")),
         ("sv.kind.", ("membership", "counselling", "workshop", "event")),
+        ("sv.p.price.", ("free", "full", "discount")),
         ("sv.notice.", ("seated.subject", "seated.body", "waitlisted.subject",
                         "waitlisted.body", "cancelled.subject", "cancelled.body"))) for k in ks}
     assert not sorted(k for k in used | dynamic if not i18n.known(k))
