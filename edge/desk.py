@@ -46,9 +46,15 @@ def init_app(app: Flask) -> None:
 def _page_headers(response: Any) -> Any:
     """The kiosk and desk pages may not be framed or load anything from outside the node."""
     if request.path in ("/desk", "/kiosk"):
-        response.headers.setdefault("Content-Security-Policy", CSP)
-        response.headers.setdefault("X-Frame-Options", "DENY")
-        response.headers.setdefault("Referrer-Policy", "no-referrer")
+        strict_headers(response)
+    return response
+
+
+def strict_headers(response: Any) -> Any:
+    """A page of the node's own: nothing from elsewhere, no framing, no referrer."""
+    response.headers.setdefault("Content-Security-Policy", CSP)
+    response.headers.setdefault("X-Frame-Options", "DENY")
+    response.headers.setdefault("Referrer-Policy", "no-referrer")
     return response
 
 

@@ -14,7 +14,7 @@ from marshmallow import Schema, fields, validate
 
 from edge import i18n
 from edge.auth import require_staff
-from edge.desk import CSP
+from edge.desk import strict_headers
 from edge.services import ServiceDesk
 from edge.store import CirculationRefused
 
@@ -33,13 +33,8 @@ def init_app(app: Any, spec: Any) -> None:
     app.register_blueprint(page)
 
 
-@page.after_request
-def _headers(response: Any) -> Any:
-    """Like the desk: nothing from outside the node, no framing."""
-    response.headers.setdefault("Content-Security-Policy", CSP)
-    response.headers.setdefault("X-Frame-Options", "DENY")
-    response.headers.setdefault("Referrer-Policy", "no-referrer")
-    return response
+# Like the desk: nothing from outside the node, no framing.
+page.after_request(strict_headers)
 
 
 def _desk() -> ServiceDesk:
