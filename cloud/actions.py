@@ -109,12 +109,21 @@ def set_fine_policy(item_type: str, per_day: int, cap: int | None = None, grace_
 
 
 def set_discount(category: str, kind: str, percent: int) -> None:
-    """Set a reader category's discount on a kind of charge ("*": any), in percent."""
-    if not 0 <= percent <= 100:
-        raise ActionError("a discount is a percentage from 0 to 100")
-    with s.db.atomic():
-        s.upsert(s.Discount, [{"category": category, "kind": kind, "percent": percent}],
-                 [s.Discount.category, s.Discount.kind])
+    """Set a reader category's discount on a kind of charge ("*": any), in percent.
+
+    It is a discount rule like those the console sets (no partner, no service,
+    no dates), replacing such a rule for the same category and kind.
+    """
+    from cloud import service_actions
+    from cloud.service_models import DiscountRule
+
+    with feed.transaction():
+        same = DiscountRule.get_or_none(
+            (DiscountRule.category == category) & (DiscountRule.kind == kind)
+            & (DiscountRule.partner == "*") & (DiscountRule.service == "*")
+            & DiscountRule.valid_from.is_null() & DiscountRule.valid_to.is_null())
+        service_actions.save_rule(category=category, kind=kind, percent=percent, by="cli",
+                                  rule_id=same.id if same else None)
 
 
 def set_collection(collection_id: str, floating: bool, name: str = "") -> None:

@@ -28,6 +28,7 @@ from peewee import fn
 
 from cloud import copies, feed, fines, notices, settings
 from cloud import store as s
+from cloud.service_models import DiscountRule
 
 logger = logging.getLogger(__name__)
 
@@ -43,9 +44,20 @@ def rules() -> dict[str, fines.FineRule]:
 
 
 def discount_table() -> dict[tuple[str, str], int]:
-    """The discounts: the defaults, overridden by the Discount table."""
+    """The discounts on fines today: the defaults, overridden by the rules staff set.
+
+    The rules are the services' (cloud/service_models.py ``DiscountRule``), those
+    naming no partner and no service; the older ``Discount`` table still counts.
+    """
     table = dict(fines.DEFAULT_DISCOUNTS)
     table.update({(d.category, d.kind): d.percent for d in s.Discount.select()})
+    today = settings.today()
+    for r in (DiscountRule.select().where((DiscountRule.partner == "*")
+                                          & (DiscountRule.service == "*"))
+              .order_by(DiscountRule.valid_from.asc(nulls="FIRST"), DiscountRule.id)):
+        if (r.valid_from is None or r.valid_from <= today) and (
+                r.valid_to is None or today <= r.valid_to):
+            table[(r.category, r.kind)] = r.percent
     return table
 
 

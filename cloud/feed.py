@@ -126,7 +126,7 @@ def reader_data(r: s.Reader, open_loans: int | None = None) -> dict[str, Any]:
                                            & s.Loan.returned_at.is_null()).count()
     return {"card": r.card, "name": r.name, "category": r.category, "pin_hash": r.pin_hash,
             "blocked_reason": r.blocked_reason, "blocked_by": r.blocked_by,
-            "open_loans": open_loans, "fees_owed": r.fees_owed}
+            "open_loans": open_loans, "fees_owed": r.fees_owed, "partner": r.partner}
 
 
 def title_data(t: s.Title, waiting: int | None = None,
@@ -276,6 +276,9 @@ def snapshot(node: str) -> list[dict[str, Any]]:
         items += [_wire(rev, "hold", h.id, "upsert", hold_data(h)) for h in
                   s.Hold.select().where((s.Hold.pickup_node == node)
                                         & s.Hold.status.in_(["waiting", "ready"]))]
+        from cloud import services  # services import this module
+
+        items += services.snapshot_items(rev)
     snap = uuid.uuid4().hex[:12]
     parts = max(1, -(-len(items) // SNAPSHOT_PART))
     return [{"snapshot": snap, "rev": rev, "part": i, "parts": parts,

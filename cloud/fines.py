@@ -11,6 +11,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import date
 
+from edge import pricing
+
 
 @dataclass(frozen=True)
 class FineRule:
@@ -25,16 +27,12 @@ class FineRule:
 # The library charges nothing unless a fine policy says so.
 NO_FINES = FineRule()
 
-# Discounts by reader category and kind of charge, in percent, as the network
-# decided them: membership is free for supported groups; partner staff get 40 %
-# off memberships and services; members 30 % off services. Rows of the Discount
-# table override these (a row at 0 switches one off).
+# Discounts by reader category and kind of charge, in percent: the network's
+# default rules (edge/pricing.py, where every price and discount is decided),
+# as a (category, kind) table. Rows of the Discount table override these (a row
+# at 0 switches one off).
 DEFAULT_DISCOUNTS: dict[tuple[str, str], int] = {
-    ("supported", "membership"): 100,
-    ("partner_staff", "membership"): 40,
-    ("partner_staff", "service"): 40,
-    ("member", "service"): 30,
-}
+    (r.category, r.kind): r.percent for r in pricing.DEFAULT_RULES}
 
 
 def rule_for(rules: Mapping[str, FineRule], item_type: str) -> FineRule:
@@ -57,18 +55,14 @@ def fine(rule: FineRule, due: date, until: date) -> int:
 
 
 def discount_percent(table: Mapping[tuple[str, str], int], category: str, kind: str) -> int:
-    """The most specific discount: category and kind, category, kind, anything."""
-    for key in ((category, kind), (category, "*"), ("*", kind), ("*", "*")):
-        if key in table:
-            return max(0, min(100, table[key]))
-    return 0
+    """The discount the pricing rules give: the most specific, the best for the reader."""
+    return pricing.percent_for(pricing.rules_from_table(table), category, kind)
 
 
 def discounted(amount: int, category: str, kind: str,
                table: Mapping[tuple[str, str], int] = DEFAULT_DISCOUNTS) -> int:
     """``amount`` after the reader category's discount on ``kind`` (rounded half up)."""
-    pct = discount_percent(table, category, kind)
-    return (amount * (100 - pct) + 50) // 100
+    return pricing.apply_percent(amount, discount_percent(table, category, kind))
 
 
 @dataclass(frozen=True)

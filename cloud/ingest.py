@@ -30,6 +30,7 @@ from cloud import (
     holds,
     node_requests,  # noqa: F401 - registers its handlers
     reconcile,
+    service_events,  # noqa: F401 - registers its handlers
 )
 from cloud import store as s
 from cloud.handlers import HANDLERS

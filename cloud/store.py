@@ -205,6 +205,7 @@ class Reader(BaseModel):
     fees_owed = BigIntegerField(default=0)
     registered_at = CharField(null=True)  # the node that issued the card, if a node did
     contact = TextField(null=True)  # where notices go (e-mail or phone), if known
+    partner = CharField(null=True)  # the partner organisation (a supported client, its staff)
 
 
 class Hold(BaseModel):
@@ -493,7 +494,9 @@ def connect(url: str = DEFAULT_URL) -> Any:
         database = url_connect(url)
     db.initialize(database)
     db.connect(reuse_if_open=True)
-    from cloud import settings  # settings reads this store
+    from cloud import service_models, settings  # settings reads this store
+
+    del service_models  # importing it adds the services' tables to TABLES
 
     settings.clear_cache()
     with db.atomic():

@@ -8,7 +8,7 @@ from typing import Any
 from flask import Flask
 from flask_smorest import Api
 
-from edge import desk, kiosk, sip2, web
+from edge import desk, kiosk, services_web, sip2, web
 from edge.store import EdgeStore, set_clock_skew
 
 logger = logging.getLogger(__name__)
@@ -61,6 +61,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     app.register_blueprint(web.pages)
     kiosk.init_app(app)
     desk.init_app(app)
+    services_web.init_app(app, api)
     machine = None
     if app.config["NODE_KIND"] == "machine":
         from edge import machine_web

@@ -49,6 +49,7 @@ class ReaderView:
     category: str
     blocked_reason: str | None = None
     open_loans: int = 0  # across the network, as far as this node knows
+    member: bool = False  # holds an active library membership today (edge/services.py)
 
 
 @dataclass(frozen=True)
@@ -81,12 +82,20 @@ def policy_for(policies: Mapping[tuple[str, str], Policy], item_type: str,
 
 def check_checkout(reader: ReaderView | None, copy: CopyView | None, policy: Policy, *,
                    offline_hours: float = 0.0, loans_while_offline: int = 0,
-                   cap: OfflineCap | None = None) -> Refusal | None:
-    """None if the checkout may go ahead, else the first reason it may not."""
+                   cap: OfflineCap | None = None,
+                   membership_required: bool = False) -> Refusal | None:
+    """None if the checkout may go ahead, else the first reason it may not.
+
+    ``membership_required``: the library lends only to holders of an active
+    membership (the setting ``services.borrow_requires_membership``).
+    """
     if reader is None:
         return Refusal("unknown_reader", "This card is not known here.")
     if reader.blocked_reason:
         return Refusal("blocked", f"The card is blocked: {reader.blocked_reason}")
+    if membership_required and not reader.member:
+        return Refusal("no_membership", "Borrowing needs an active library membership: this "
+                                        "reader's has lapsed or was never taken.")
     if copy is None:
         return Refusal("unknown_copy", "This copy is not known here.")
     if copy.on_loan:

@@ -28,7 +28,8 @@ JOURNAL_ROWS: Final = 30
 STATUS_POLL_MS: Final = 4000
 # Events a librarian recognises on the journal; others (device faults) are left out.
 JOURNAL_TYPES: Final = ("loan.checkout", "loan.return", "loan.renew", "hold.picked_up",
-                        "fee.paid", "reader.registered")
+                        "fee.paid", "reader.registered", "service.booked", "service.cancelled",
+                        "service.attended", "service.paid", "membership.sold")
 # The pages need nothing from elsewhere (the node is offline-first): say so to the browser.
 CSP: Final = ("default-src 'self'; img-src 'self' data:; frame-ancestors 'none'; "
               "base-uri 'none'; form-action 'self'")
@@ -45,9 +46,15 @@ def init_app(app: Flask) -> None:
 def _page_headers(response: Any) -> Any:
     """The kiosk and desk pages may not be framed or load anything from outside the node."""
     if request.path in ("/desk", "/kiosk"):
-        response.headers.setdefault("Content-Security-Policy", CSP)
-        response.headers.setdefault("X-Frame-Options", "DENY")
-        response.headers.setdefault("Referrer-Policy", "no-referrer")
+        strict_headers(response)
+    return response
+
+
+def strict_headers(response: Any) -> Any:
+    """A page of the node's own: nothing from elsewhere, no framing, no referrer."""
+    response.headers.setdefault("Content-Security-Policy", CSP)
+    response.headers.setdefault("X-Frame-Options", "DENY")
+    response.headers.setdefault("Referrer-Policy", "no-referrer")
     return response
 
 
@@ -91,7 +98,7 @@ def journal(limit: int = JOURNAL_ROWS) -> list[dict[str, Any]]:
         out.append({"seq": r.seq, "type": r.type, "ts": env.get("ts"), "acked": bool(r.acked),
                     "copy": copy, "title": titles.get(title_of.get(copy)) if copy else None,
                     "card": card, "name": names.get(card) if card else None,
-                    "due": body.get("due"), "amount": body.get("amount"),
+                    "due": body.get("due"), "amount": body.get("amount") or body.get("paid"),
                     "kind": body.get("kind")})
     return out
 

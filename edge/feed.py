@@ -14,6 +14,7 @@ import logging
 from datetime import date, datetime
 from typing import Any
 
+from edge import service_records
 from edge.store import Copy, EdgeStore, Hold, Loan, Meta, Outbox, Policy, Reader, Title, db, utcnow
 
 logger = logging.getLogger(__name__)
@@ -45,9 +46,13 @@ class FeedApplier:
             if msg["from_rev"] != self.rev() or self.rev() == 0:
                 return False
             protected, told = self._protected(), self._blocks_told()
+            pending = service_records.pending_ids()
             now = utcnow()
             for ch in msg["changes"]:
-                self._apply(ch, protected, now, told)
+                if ch["entity"] in service_records.ENTITIES:
+                    service_records.apply_change(ch, pending)
+                else:
+                    self._apply(ch, protected, now, told)
             self._set_rev(msg["to_rev"], now)
         self.applied_changes += len(msg["changes"])
         return True
@@ -125,6 +130,7 @@ class FeedApplier:
                 (Copy.here == True) & Copy.barcode.not_in(pending)).execute()  # noqa: E712
             _bulk(Copy, [_copy(d) for d in by.get("copy", []) if d["barcode"] not in protected],
                   replace=True)
+            service_records.apply_snapshot(by, service_records.pending_ids())
             self._set_rev(rev, now)
         self.snapshots += 1
         logger.info("snapshot at rev %d applied: %d items", rev, len(items))
@@ -181,6 +187,7 @@ def _bulk(model: Any, rows: list[dict[str, Any]], replace: bool = False) -> None
 def _reader(d: dict[str, Any], now: datetime, keep_block: bool = False) -> dict[str, Any]:
     """A reader row from the feed; ``keep_block``: leave this node's own word on the block."""
     row = {"card": d["card"], "name": d.get("name", ""), "category": d.get("category", "adult"),
+           "partner": d.get("partner"),
            "pin_hash": d.get("pin_hash") or "", "blocked_reason": d.get("blocked_reason"),
            "blocked_by": d.get("blocked_by"), "open_loans": int(d.get("open_loans", 0)),
            "fees_owed": int(d.get("fees_owed", 0)), "synced_at": now}

@@ -358,6 +358,14 @@ _ROWS: dict[str, tuple[str, str, str]] = {
 _INDEX = {lang: i for i, lang in enumerate(LANGS)}
 
 
+def register(rows: dict[str, tuple[str, str, str]]) -> None:
+    """Add a module's rows (a key defined twice is a mistake worth failing on)."""
+    twice = set(rows) & set(_ROWS)
+    if twice:
+        raise ValueError(f"strings defined twice: {sorted(twice)}")
+    _ROWS.update(rows)
+
+
 def t(key: str, lang: str = DEFAULT, **params: Any) -> str:
     """The string ``key`` in ``lang`` with ``{name}`` placeholders filled; the key if unknown."""
     row = _ROWS.get(key)
@@ -391,3 +399,6 @@ def remember(response: Response, lang: str) -> Response:
         response.set_cookie(COOKIE, lang, max_age=COOKIE_MAX_AGE, samesite="Lax",
                             httponly=True)
     return response
+
+
+from edge import service_words  # noqa: E402, F401 - the services pages' rows

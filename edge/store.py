@@ -112,6 +112,7 @@ class Reader(BaseModel):
     blocked_by = CharField(null=True)         # staff | auto | kiosk (a self-check's 01)
     open_loans = IntegerField(default=0)      # across the network, as the cloud last said
     fees_owed = IntegerField(default=0)       # in tiyn (1/100 tenge), as the cloud last said
+    partner = CharField(null=True)            # the partner organisation, for its discounts
     synced_at = DateTimeField(null=True)      # when the cloud's figures above arrived
     wrong_pins = IntegerField(default=0)
     locked_until = DateTimeField(null=True)
@@ -240,11 +241,13 @@ class ReturnResult:
 
 
 def open_db(path: str) -> SqliteDatabase:
-    """Bind the store to the SQLite file at ``path`` and create the tables."""
+    """Bind the store to the SQLite file at ``path`` and create (or extend) the tables."""
+    from edge import service_records  # the services' tables (edge/services.py)
+
     db.init(path, pragmas=PRAGMAS, check_same_thread=False)
     db.connect(reuse_if_open=True)
-    db.create_tables(TABLES)
-    add_missing_columns(TABLES)
+    db.create_tables(TABLES + service_records.TABLES)
+    add_missing_columns(TABLES + service_records.TABLES)
     return db
 
 
@@ -500,9 +503,15 @@ class EdgeStore:
         offline_loans = Loan.select().where(
             (Loan.reader == card) & (Loan.checked_out_at >= datetime.fromisoformat(since))
         ).count() if since else 0
+        required = (self._meta("config.services.borrow_requires_membership") or "0").lower() \
+            in ("1", "true", "yes", "on")
+        if required and reader is not None:
+            from edge import services  # the services' records need this module
+
+            reader = replace(reader, member=services.is_member(card, (now or utcnow())))
         return circulation.check_checkout(reader, copy, policy, offline_hours=hours,
                                           loans_while_offline=offline_loans,
-                                          cap=self.offline_cap())
+                                          cap=self.offline_cap(), membership_required=required)
 
     # -- circulation ----------------------------------------------------------
 

@@ -23,6 +23,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from kitap import sample_services
 from kitap.procs import (
     Mosquitto,
     Process,
@@ -186,6 +187,14 @@ class Demo:
                          zip(titles, self.data.titles, strict=True)], mrc)
         result = marc.import_file(mrc)
         say(f"catalogue: {result.records} MARC 21 records imported from {mrc.name}")
+        # Services: partners, a membership, counselling, workshops and their sessions.
+        from cloud import settings
+
+        sessions = sample_services.install(self.data.nodes, self.data.readers,
+                                           datetime.now(settings.library_tz()))
+        say(f"services: {len(sample_services.SERVICES)} services, "
+            f"{len(sample_services.PARTNERS)} partner organisations, {sessions} sessions "
+            "at the branches")
         # A console login for a person to try the ops console; printed, never stored.
         accounts.add_staff("operator", self.operator_password, "operator",
                            name="Demo operator")
@@ -382,6 +391,36 @@ class Demo:
             say(f"{name} could not collect the reserved book: {body}")
         self.hold = None
 
+    def scene_services(self) -> None:
+        """Readers book a workshop at the branch desk: one with a partner's discount."""
+        branch = next(s for s in self.sites.values() if s.spec.kind == "branch")
+        code, sessions = http_json("GET", f"{branch.url}/api/sessions?branch={branch.spec.id}",
+                                   token=self.token)
+        workshop = next((x for x in sessions if x["service"] == "ws-business"), None) \
+            if code == 200 else None
+        if workshop is None:
+            return
+        staff = next(r for r in self.data.readers if r.category == "partner_staff")
+        adult = next(r for r in self.data.readers if r.category == "adult")
+        for reader in (staff, adult):
+            code, body = http_json("POST", f"{branch.url}/api/bookings",
+                                   {"reader": reader.card, "session": workshop["id"],
+                                    "waitlist": True}, token=self.token)
+            if code == 201:
+                say(f"{reader.name} books «{workshop['names']['en']}» at the {branch.spec.id} "
+                    f"desk ({body['seat']}): {sample_services.describe(body)}")
+            else:
+                say(f"{reader.name} could not book «{workshop['names']['en']}»: "
+                    f"{body.get('message') if isinstance(body, dict) else body}")
+        supported = next((r for r in self.data.readers if r.category == "supported"), None)
+        if supported is not None:
+            code, body = http_json("POST", f"{branch.url}/api/memberships",
+                                   {"reader": supported.card, "service": "membership-year"},
+                                   token=self.token)
+            if code == 201:
+                say(f"{supported.name} gets a yearly membership at the desk: "
+                    f"{sample_services.describe(body)} (until {body['ends']})")
+
     def _cloud_db(self) -> None:
         from cloud import store as cs
 
@@ -462,7 +501,8 @@ def run_demo(*, duration: float | None, workdir: str, pace: float, seed: int) ->
         broker_down = False
         span = duration or 80.0
         scenes = [(span * 0.12, demo.scene_hold), (span * 0.20, demo.scene_block),
-                  (span * 0.28, demo.scene_unblock), (span * 0.75, demo.scene_pickup)]
+                  (span * 0.28, demo.scene_unblock), (span * 0.45, demo.scene_services),
+                  (span * 0.75, demo.scene_pickup)]
         while not stop.is_set():
             elapsed = time.monotonic() - t0
             if duration and elapsed >= duration:

@@ -13,7 +13,15 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from marshmallow import EXCLUDE, RAISE, Schema, ValidationError, fields, validate
+from marshmallow import (
+    EXCLUDE,
+    RAISE,
+    Schema,
+    ValidationError,
+    fields,
+    validate,
+    validates_schema,
+)
 
 from protocol import PROTOCOL_VERSION
 from protocol.errors import RejectedMessage
@@ -233,6 +241,97 @@ class DeviceFaultBody(Schema):
     detail = fields.Str(load_default="", validate=validate.Length(max=500))
 
 
+_money = validate.Range(min=0, max=10**9)
+_percent = validate.Range(min=0, max=100)
+
+
+class _Priced:
+    """What a reader was asked to pay: base price, discount, amount, why (edge/pricing.py).
+
+    A mixin of fields: marshmallow collects them from every base of a schema.
+    """
+
+    base = fields.Int(required=True, strict=True, validate=_money)
+    percent = fields.Int(required=True, strict=True, validate=_percent)
+    price = fields.Int(required=True, strict=True, validate=_money)
+    rule = fields.Str(load_default="", validate=validate.Length(max=200))
+    # Taken at the desk in the same transaction (tiyn); payment_id names it.
+    paid = fields.Int(load_default=0, strict=True, validate=_money)
+    payment_id = fields.Str(load_default=None, allow_none=True, validate=_ident)
+
+    @validates_schema
+    def _paid_with_an_id(self, data: dict[str, Any], **_: Any) -> None:
+        if data.get("paid") and not data.get("payment_id"):
+            raise ValidationError("a payment needs its payment_id", "payment_id")
+        if data["price"] > data["base"]:
+            raise ValidationError("the price cannot exceed the base price", "price")
+
+
+class _BookingRef(Schema):
+    """Which booking an event is about: its id, its session and its reader."""
+
+    class Meta:
+        unknown = RAISE
+
+    booking_id = fields.Str(required=True, validate=_ident)
+    session = fields.Str(required=True, validate=_ident)
+    reader = fields.Str(required=True, validate=_ident)
+
+
+class ServiceBookedBody(_BookingRef, _Priced):
+    """A reader booked a session of a service (a workshop seat, a counselling slot)."""
+
+    # What the desk told the reader from what it knew: a seat, or the waiting list.
+    # The cloud decides (the first bookings by hybrid clock hold the seats).
+    seat = fields.Str(required=True, validate=validate.OneOf(["seated", "waitlisted"]))
+
+
+class ServiceCancelledBody(_BookingRef):
+    """A booking was cancelled at this node (by the reader or by staff)."""
+
+    reason = fields.Str(load_default="", validate=validate.Length(max=200))
+    # Money handed back at the desk (tiyn), if any.
+    refunded = fields.Int(load_default=0, strict=True, validate=_money)
+
+
+class ServiceAttendedBody(_BookingRef):
+    """Staff marked whether the reader came to the session."""
+
+    outcome = fields.Str(required=True, validate=validate.OneOf(["attended", "no_show"]))
+
+
+class ServicePaidBody(Schema):
+    """Money taken at this node for a booking made earlier (online, or unpaid at a desk)."""
+
+    class Meta:
+        unknown = RAISE
+
+    payment_id = fields.Str(required=True, validate=_ident)
+    booking_id = fields.Str(required=True, validate=_ident)
+    reader = fields.Str(required=True, validate=_ident)
+    amount = fields.Int(required=True, strict=True, validate=validate.Range(min=1, max=10**9))
+
+
+class MembershipSoldBody(_Priced, Schema):
+    """A membership sold or issued (free) at this node: its term, from starts to ends."""
+
+    class Meta:
+        unknown = RAISE
+
+    membership_id = fields.Str(required=True, validate=_ident)
+    reader = fields.Str(required=True, validate=_ident)
+    service = fields.Str(required=True, validate=_ident)
+    starts = fields.Date(required=True)
+    ends = fields.Date(required=True)
+    # The membership this one extends (a renewal starts the day after it ends).
+    renewal_of = fields.Str(load_default=None, allow_none=True, validate=_ident)
+
+    @validates_schema
+    def _a_term(self, data: dict[str, Any], **_: Any) -> None:
+        if data["ends"] < data["starts"]:
+            raise ValidationError("a membership ends on or after the day it starts", "ends")
+
+
 BODY_SCHEMAS: dict[str, type[Schema]] = {
     "stock.loaded": StockMoveBody,
     "stock.removed": StockMoveBody,
@@ -248,6 +347,11 @@ BODY_SCHEMAS: dict[str, type[Schema]] = {
     "reader.unblocked": ReaderUnblockedBody,
     "hold.requested": HoldRequestedBody,
     "hold.cancelled": HoldCancelledBody,
+    "service.booked": ServiceBookedBody,
+    "service.cancelled": ServiceCancelledBody,
+    "service.attended": ServiceAttendedBody,
+    "service.paid": ServicePaidBody,
+    "membership.sold": MembershipSoldBody,
 }
 _BODY_INSTANCES: dict[str, Schema] = {k: v() for k, v in BODY_SCHEMAS.items()}
 

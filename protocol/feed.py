@@ -27,7 +27,9 @@ from protocol import PROTOCOL_VERSION
 from protocol.errors import RejectedMessage
 from protocol.topics import NODE_ID_RE
 
-ENTITIES = ("reader", "title", "copy", "policy", "hold", "config")
+ENTITIES = ("reader", "title", "copy", "policy", "hold", "config",
+            # services (cloud/services.py): every node sells every branch's sessions
+            "partner", "discount", "service", "session", "booking", "membership")
 # Changes per "changes" message and items per snapshot part: ~200 KB messages,
 # far under the broker's limits, few enough round trips for a catching-up node.
 CHANGES_PER_MESSAGE = 1000

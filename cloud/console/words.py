@@ -478,3 +478,5 @@ i18n.register({
     "m.st.failed": ("сәтсіз", "ошибка", "failed"),
     "m.st.stalled": ("тоқтап қалды", "остановился", "stalled"),
 })
+
+from cloud.console import service_words  # noqa: E402, F401 - the services pages' rows
