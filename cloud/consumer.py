@@ -203,7 +203,7 @@ class Consumer:
         if s.Node.get_or_none(s.Node.id == node) is None:
             raise RejectedMessage("sync request from an unknown node")
         down = topics.node_topic(node, "down")
-        kind, parts = feed.answer(node, req["rev"], self.feed_floor)
+        kind, parts = feed.answer(node, req["rev"], self.feed_floor, req["entities"])
         if kind == "snapshot":
             logger.info("%s asked from rev %d: snapshot at rev %d in %d parts", node,
                         req["rev"], parts[0]["rev"], len(parts))

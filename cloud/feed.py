@@ -28,7 +28,7 @@ from peewee import fn
 
 from cloud import settings
 from cloud import store as s
-from protocol.feed import CHANGES_PER_MESSAGE, SNAPSHOT_PART
+from protocol.feed import CHANGES_PER_MESSAGE, ENTITIES, SNAPSHOT_PART
 
 logger = logging.getLogger(__name__)
 
@@ -107,14 +107,19 @@ def needs_snapshot(rev: int, at_least: int = 0) -> bool:
     return rev == 0 or rev < max(at_least, floor())
 
 
-def answer(node: str, rev: int, at_least: int = 0) -> tuple[str, list[dict[str, Any]]]:
-    """What to send a node at ``rev``: ("changes", [fields]) or ("snapshot", [parts])."""
+def answer(node: str, rev: int, at_least: int = 0,
+           entities: tuple[str, ...] = ENTITIES) -> tuple[str, list[dict[str, Any]]]:
+    """What to send a node at ``rev``: ("changes", [fields]) or ("snapshot", [parts]).
+
+    ``entities``: the kinds of change the node's build applies (its sync request
+    says); the others are left out, its revision still moves past them.
+    """
     if not needs_snapshot(rev, at_least):
-        msg = changes_for(node, rev)
+        msg = changes_for(node, rev, entities)
         # Compaction may have committed while we read: then the rows may lack a deletion.
         if not needs_snapshot(rev, at_least):
             return "changes", [msg]
-    return "snapshot", snapshot(node)
+    return "snapshot", snapshot(node, entities)
 
 
 # -- what a node is told about each entity ---------------------------------------
@@ -216,13 +221,16 @@ def hold_changed(h: s.Hold) -> None:
 
 # -- answering a node ------------------------------------------------------------
 
-def changes_for(node: str, from_rev: int) -> dict[str, Any]:
+def changes_for(node: str, from_rev: int,
+                entities: tuple[str, ...] = ENTITIES) -> dict[str, Any]:
     """The node's changes after ``from_rev``: fields of a "changes" message."""
     # The top is read first: a change committed while we read must not be
     # skipped by an answer that claims to reach past it.
     top = current_rev()
-    rows = list(s.Change.select().where((s.Change.rev > from_rev) & (s.Change.rev <= top)
-                                        & s.Change.scope.in_([ALL, node]))
+    where = (s.Change.rev > from_rev) & (s.Change.rev <= top) & s.Change.scope.in_([ALL, node])
+    if len(entities) < len(ENTITIES):  # an older node: what it cannot apply is left out
+        where &= s.Change.entity.in_(list(entities))
+    rows = list(s.Change.select().where(where)
                 .order_by(s.Change.rev).limit(CHANGES_PER_MESSAGE + 1))
     more = len(rows) > CHANGES_PER_MESSAGE
     rows = rows[:CHANGES_PER_MESSAGE]
@@ -237,8 +245,11 @@ def _wire(rev: int, entity: str, key: str, op: str, data: dict[str, Any]) -> dic
     return {"rev": rev, "entity": entity, "key": key, "op": op, "data": data}
 
 
-def snapshot(node: str) -> list[dict[str, Any]]:
-    """Everything ``node`` must know, as fields of "snapshot" messages, in parts."""
+def snapshot(node: str, entities: tuple[str, ...] = ENTITIES) -> list[dict[str, Any]]:
+    """Everything ``node`` must know, as fields of "snapshot" messages, in parts.
+
+    ``entities``: what the node's build applies (the services only if it names them).
+    """
     # One consistent read: on PostgreSQL every statement of the transaction sees
     # the same snapshot (REPEATABLE READ), so the items are exactly those at rev.
     iso = {"isolation_level": "REPEATABLE READ"} if s.is_postgres() else {}
@@ -278,7 +289,7 @@ def snapshot(node: str) -> list[dict[str, Any]]:
                                         & s.Hold.status.in_(["waiting", "ready"]))]
         from cloud import services  # services import this module
 
-        items += services.snapshot_items(rev)
+        items += [i for i in services.snapshot_items(rev) if i["entity"] in entities]
     snap = uuid.uuid4().hex[:12]
     parts = max(1, -(-len(items) // SNAPSHOT_PART))
     return [{"snapshot": snap, "rev": rev, "part": i, "parts": parts,

@@ -16,6 +16,7 @@ from typing import Any
 
 from edge import service_records
 from edge.store import Copy, EdgeStore, Hold, Loan, Meta, Outbox, Policy, Reader, Title, db, utcnow
+from protocol.feed import BASE_ENTITIES, ENTITIES
 
 logger = logging.getLogger(__name__)
 
@@ -39,6 +40,13 @@ class FeedApplier:
     def rev(self) -> int:
         """The revision this node's knowledge is at (0: never bootstrapped)."""
         return int(self.store._meta("feed_rev", "0") or 0)
+
+    def asking_rev(self) -> int:
+        """The revision to ask the cloud from: 0 (a snapshot) when this build applies
+        kinds of change that the node's knowledge was built without (an upgrade)."""
+        known = self.store._meta("feed_entities")
+        had = set(known.split(",")) if known else set(BASE_ENTITIES)
+        return 0 if set(ENTITIES) - had else self.rev()
 
     def apply_changes(self, msg: dict[str, Any]) -> bool:
         """Apply a "changes" message if it starts at our revision; True if applied."""
@@ -132,6 +140,7 @@ class FeedApplier:
                   replace=True)
             service_records.apply_snapshot(by, service_records.pending_ids())
             self._set_rev(rev, now)
+            self.store._set_meta("feed_entities", ",".join(ENTITIES))
         self.snapshots += 1
         logger.info("snapshot at rev %d applied: %d items", rev, len(items))
 

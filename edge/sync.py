@@ -243,7 +243,7 @@ class SyncAgent:
             return
         self._feed_asked = time.monotonic()
         self.client.publish(topics.node_topic(self.node, "sync"),
-                            encode_sync(self.node, self.feed.rev()), qos=1)
+                            encode_sync(self.node, self.feed.asking_rev()), qos=1)
 
     def _feed_loop(self) -> None:
         while not self._stop.is_set():
@@ -254,7 +254,7 @@ class SyncAgent:
             try:
                 if payload is not None:
                     self._handle_down(payload)
-                behind = self.feed.rev() == 0 or self._latest_poke > self.feed.rev()
+                behind = self.feed.asking_rev() == 0 or self._latest_poke > self.feed.rev()
                 if behind and time.monotonic() - self._feed_asked > FEED_RETRY:
                     self._ask_feed()
             except RejectedMessage as exc:

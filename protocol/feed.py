@@ -27,9 +27,12 @@ from protocol import PROTOCOL_VERSION
 from protocol.errors import RejectedMessage
 from protocol.topics import NODE_ID_RE
 
-ENTITIES = ("reader", "title", "copy", "policy", "hold", "config",
-            # services (cloud/services.py): every node sells every branch's sessions
-            "partner", "discount", "service", "session", "booking", "membership")
+# What every build of the node understands: a sync request that names no
+# entities (an older node's) is answered with these alone.
+BASE_ENTITIES = ("reader", "title", "copy", "policy", "hold", "config")
+ENTITIES = BASE_ENTITIES + (
+    # services (cloud/services.py): every node sells every branch's sessions
+    "partner", "discount", "service", "session", "booking", "membership")
 # Changes per "changes" message and items per snapshot part: ~200 KB messages,
 # far under the broker's limits, few enough round trips for a catching-up node.
 CHANGES_PER_MESSAGE = 1000
@@ -59,6 +62,12 @@ class SyncRequestSchema(Schema):
     v = fields.Int(required=True, strict=True, validate=validate.Equal(PROTOCOL_VERSION))
     node = fields.Str(required=True, validate=validate.Regexp(NODE_ID_RE))
     rev = fields.Int(required=True, strict=True, validate=validate.Range(min=0))
+    # The entities this node's build applies; the cloud sends it no others, so a
+    # cloud upgraded first never stalls an older node with a kind it cannot apply.
+    # None: an older node, told BASE_ENTITIES only. Unknown names are ignored
+    # (a newer node asking an older cloud).
+    entities = fields.List(fields.Str(validate=validate.Length(min=1, max=32)),
+                           load_default=None, validate=validate.Length(max=64))
 
 
 class DownSchema(Schema):
@@ -93,14 +102,19 @@ def _load(schema: Schema, payload: bytes, what: str) -> dict[str, Any]:
     return result
 
 
-def encode_sync(node: str, rev: int) -> bytes:
-    """A node's request for what changed after ``rev``."""
-    return json.dumps({"v": PROTOCOL_VERSION, "node": node, "rev": rev}).encode()
+def encode_sync(node: str, rev: int, entities: tuple[str, ...] = ENTITIES) -> bytes:
+    """A node's request for what changed after ``rev``, naming the entities it applies."""
+    return json.dumps({"v": PROTOCOL_VERSION, "node": node, "rev": rev,
+                       "entities": list(entities)}).encode()
 
 
 def decode_sync(payload: bytes) -> dict[str, Any]:
-    """Validate a sync request."""
-    return _load(_SYNC, payload, "sync request")
+    """Validate a sync request; ``entities`` becomes the known ones the node applies."""
+    req = _load(_SYNC, payload, "sync request")
+    asked = req["entities"]
+    req["entities"] = BASE_ENTITIES if asked is None else tuple(e for e in ENTITIES
+                                                                if e in asked)
+    return req
 
 
 def encode_down(kind: str, **fields_: Any) -> bytes:

@@ -193,3 +193,41 @@ def test_a_node_learns_where_its_returns_go(cloud, tmp_path: Path) -> None:
         assert store.checkin("C2").route == routing.Route("hold_elsewhere", "m-a", first.id)
     finally:
         es.db.close()
+
+
+def test_a_node_is_told_only_the_kinds_of_change_its_build_applies(cloud, node) -> None:
+    """The cloud upgraded first: an older node (its request names no entities) never
+    receives a kind it would refuse, so its feed keeps moving; its revision still does."""
+    from cloud import service_actions
+    from protocol.feed import BASE_ENTITIES, decode_sync, encode_sync
+
+    feed.snapshot("m-a")                       # the log starts
+    start = feed.current_rev()
+    service_actions.save_partner("P1", "Partner")
+    actions.block("R1", "lost card")
+    older = decode_sync(b'{"v": 1, "node": "m-a", "rev": 0}')["entities"]
+    assert older == BASE_ENTITIES
+    kind, parts = feed.answer("m-a", 0, entities=older)
+    assert kind == "snapshot"
+    assert {ch["entity"] for p in parts for ch in p["changes"]} <= set(BASE_ENTITIES)
+    kind, (msg,) = feed.answer("m-a", start, entities=older)
+    assert kind == "changes" and msg["to_rev"] == feed.current_rev()
+    assert "partner" not in {ch["entity"] for ch in msg["changes"]}
+    assert "reader" in {ch["entity"] for ch in msg["changes"]}
+    # A build of today names what it applies, and gets the partner too.
+    today = decode_sync(encode_sync("m-a", start))["entities"]
+    kind, (msg,) = feed.answer("m-a", start, entities=today)
+    assert "partner" in {ch["entity"] for ch in msg["changes"]}
+    # A newer node asking about kinds this cloud does not know is not refused.
+    assert decode_sync(b'{"v":1,"node":"m-a","rev":3,"entities":["reader","robots"]}'
+                       )["entities"] == ("reader",)
+
+
+def test_an_upgraded_node_asks_for_a_snapshot_once(cloud, node) -> None:
+    """Knowledge built by an older build lacks the newer kinds: the node starts over."""
+    applier = bootstrap(node)
+    assert applier.asking_rev() == applier.rev() > 0     # built by this build: follow on
+    node._set_meta("feed_entities", "reader,title,copy,policy,hold,config")
+    assert applier.asking_rev() == 0                      # an older build's knowledge
+    bootstrap(node)
+    assert applier.asking_rev() == applier.rev() > 0
