@@ -105,9 +105,13 @@ def put(key: str, value: str) -> None:
     clear_cache()
 
 
+# cloud.* settings the nodes need too: the library's calendar counts due days.
+SHARED = frozenset({"cloud.timezone"})
+
+
 def is_cloud_only(key: str) -> bool:
     """True for keys that never leave the cloud."""
-    return key.startswith(CLOUD_PREFIX)
+    return key.startswith(CLOUD_PREFIX) and key not in SHARED
 
 
 def library_tz() -> tzinfo:

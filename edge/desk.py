@@ -16,7 +16,7 @@ from flask import Blueprint, Flask, current_app, make_response, render_template,
 
 from edge import i18n
 from edge.auth import require_staff
-from edge.store import Copy, EdgeStore, Outbox, Reader, Title
+from edge.store import Copy, EdgeStore, Outbox, Reader, Title, zone_name
 
 logger = logging.getLogger(__name__)
 
@@ -68,7 +68,7 @@ def page() -> Any:
     """The staff page: login, then circulation at this branch."""
     lang = i18n.pick()
     config = {"statusPollMs": STATUS_POLL_MS, "kind": current_app.config["NODE_KIND"],
-              "lang": lang}
+              "lang": lang, "tz": zone_name()}
     resp = make_response(render_template(
         "desk.html", lang=lang, t=lambda key, **kw: i18n.t(key, lang, **kw),
         langs=i18n.NAMES, strings=i18n.strings(lang), config=config,

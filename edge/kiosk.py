@@ -37,7 +37,9 @@ from edge.store import (
     Hold,
     Reader,
     Title,
+    library_tz,
     utcnow,
+    zone_name,
 )
 
 logger = logging.getLogger(__name__)
@@ -292,7 +294,7 @@ def page() -> Any:
     default = current_app.config.get("KIOSK_LANG", i18n.DEFAULT)
     lang = i18n.pick(accept_header=False, default=default)
     config = {"pollMs": POLL_MS, "receiptSeconds": RECEIPT_SECONDS, "lang": lang,
-              "defaultLang": default}
+              "defaultLang": default, "tz": zone_name()}
     resp = make_response(render_template(
         "kiosk.html", lang=lang, t=lambda key, **kw: i18n.t(key, lang, **kw),
         langs=i18n.NAMES, strings=i18n.strings(lang), config=config,
@@ -495,7 +497,7 @@ def kiosk_checkout() -> Any:
             "title": result.title or result.copy, "author": title.author if title else "",
             "reader": reader.name if reader else "", "card_hint": "…" + v.card[-4:],
             "node": _store().node_id, "seq": result.seq,
-            "time": datetime.now().astimezone().isoformat(timespec="seconds")}
+            "time": datetime.now(library_tz()).isoformat(timespec="seconds")}
 
 
 @bp.post("/api/kiosk/touch")

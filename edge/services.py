@@ -15,13 +15,13 @@ from __future__ import annotations
 import logging
 import uuid
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import datetime
 from typing import Any
 
 from edge import pricing
 from edge.circulation import Refusal
 from edge.service_records import Booking, DiscountRule, Membership, Service, ServiceSession
-from edge.store import CirculationRefused, EdgeStore, Payment, Reader, utcnow
+from edge.store import CirculationRefused, EdgeStore, Payment, Reader, local_day, utcnow
 
 logger = logging.getLogger(__name__)
 
@@ -36,11 +36,6 @@ RECENT_DAYS = 30
 def refuse(code: str, message: str) -> CirculationRefused:
     """A refusal the API turns into 409 with its code."""
     return CirculationRefused(Refusal(code, message))
-
-
-def local_day(now: datetime) -> date:
-    """The node's calendar day (its own time zone: the branch's)."""
-    return now.astimezone().date()
 
 
 def is_member(card: str, now: datetime) -> bool:

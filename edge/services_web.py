@@ -16,7 +16,7 @@ from edge import i18n
 from edge.auth import require_staff
 from edge.desk import strict_headers
 from edge.services import ServiceDesk
-from edge.store import CirculationRefused
+from edge.store import CirculationRefused, zone_name
 
 _ident = validate.Length(min=1, max=64)
 
@@ -335,7 +335,7 @@ def services_page() -> Any:
     """The desk's services page (it acts only through the API above)."""
     lang = i18n.pick()
     config = {"lang": lang, "node": current_app.config["NODE_ID"],
-              "kind": current_app.config["NODE_KIND"]}
+              "kind": current_app.config["NODE_KIND"], "tz": zone_name()}
     resp = make_response(render_template(
         "services.html", lang=lang, t=lambda key, **kw: i18n.t(key, lang, **kw),
         langs=i18n.NAMES, strings=i18n.strings(lang), config=config,

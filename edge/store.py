@@ -11,14 +11,16 @@ import hashlib
 import hmac
 import json
 import logging
+import os
 import secrets
 import threading
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta, tzinfo
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from peewee import (
     BooleanField,
@@ -51,6 +53,11 @@ PRAGMAS = {
 }
 # Acknowledged outbox rows are kept this long as the node's own journal.
 JOURNAL_RETENTION_DAYS = 7
+# The library's calendar until the cloud says otherwise (its setting
+# cloud.timezone comes down the feed; KITAP_TIMEZONE overrides this default):
+# due dates count in the library's days whatever zone the node's OS runs in,
+# and a branch open all night must not lend "yesterday" after midnight.
+DEFAULT_TIMEZONE = "Asia/Almaty"
 
 db = SqliteDatabase(None, lock_type="IMMEDIATE")
 
@@ -279,6 +286,27 @@ def set_clock_skew(seconds: float) -> None:
 def utcnow() -> datetime:
     """Now, in UTC, aware: the node's wall clock."""
     return datetime.now(UTC) + _clock_skew
+
+
+def library_tz() -> tzinfo:
+    """The library's time zone: the cloud's word, else KITAP_TIMEZONE, else Almaty's."""
+    row = Meta.get_or_none(Meta.key == "config.cloud.timezone")
+    name = (row.value if row else "") or os.environ.get("KITAP_TIMEZONE") or DEFAULT_TIMEZONE
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        logger.warning("unknown time zone %r; counting days in %s", name, DEFAULT_TIMEZONE)
+        return ZoneInfo(DEFAULT_TIMEZONE)
+
+
+def zone_name() -> str:
+    """The library's time zone by name, for pages that show instants in it."""
+    return str(getattr(library_tz(), "key", "UTC"))
+
+
+def local_day(at: datetime) -> date:
+    """The library's calendar day at the instant ``at``."""
+    return at.astimezone(library_tz()).date()
 
 
 def _reported(when: datetime | None) -> datetime | None:
@@ -539,7 +567,7 @@ class EdgeStore:
             policy = circulation.policy_for(self.policies(),
                                             self._item_type(c.title_id if c else None),
                                             reader.category if reader else "*")
-            due = circulation.due_date(policy, at.date())
+            due = circulation.due_date(policy, local_day(at))
             hold = Hold.get_or_none((Hold.copy == barcode) & (Hold.reader == card)
                                     & (Hold.status != "picked_up"))
             loan_id = intent_id or uuid.uuid4().hex
@@ -650,7 +678,7 @@ class EdgeStore:
                                               title.holds_waiting if title else 0)
             if refusal and check_rules:
                 raise CirculationRefused(refusal)
-            due = circulation.renewed_due(policy, at.date(), loan.due)
+            due = circulation.renewed_due(policy, local_day(at), loan.due)
             Loan.update(due=due, renewals=Loan.renewals + 1).where(Loan.id == loan_id).execute()
             seq = self._append_event("loan.renew", {
                 "loan_id": loan_id, "copy": loan.copy, "reader": loan.reader, "due": due,

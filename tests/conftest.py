@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -9,6 +10,15 @@ import pytest
 
 from kitap.procs import Mosquitto, Process, free_port, http_json, kitap_command, wait_http
 from tests.cloud_fixtures import cloud_store, cloud_url  # noqa: F401 - fixtures for all tests
+
+
+def library_day(days: int = 0) -> date:
+    """The library's calendar day (due dates count in it), ``days`` from today."""
+    from zoneinfo import ZoneInfo
+
+    from edge.store import DEFAULT_TIMEZONE
+
+    return datetime.now(UTC).astimezone(ZoneInfo(DEFAULT_TIMEZONE)).date() + timedelta(days=days)
 
 # The API token every edge of a test network accepts (a test secret, not a real one).
 TOKEN = "test-token-not-secret"

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +13,7 @@ import pytest
 from kitap.procs import wait_for
 from tests import browser as pw
 from tests.browser import DESK, cloud_action, expect, open_page, screenshot
-from tests.conftest import api, seed_cloud
+from tests.conftest import api, library_day, seed_cloud
 
 pytestmark = pytest.mark.integration
 
@@ -63,7 +62,7 @@ def log_in(page: Any) -> None:
 
 def due_in(days: int) -> str:
     """A due date as the desk shows it."""
-    return (datetime.now(UTC).date() + timedelta(days=days)).strftime("%d.%m.%Y")
+    return library_day(days).strftime("%d.%m.%Y")
 
 
 def test_librarian_lends_returns_registers_takes_payment_and_hands_out_a_hold(

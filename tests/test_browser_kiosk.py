@@ -7,7 +7,6 @@ import shutil
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -18,7 +17,7 @@ from firmware_sim.control import ControlClient
 from kitap.procs import http_json, start_firmware_sim, wait_for
 from tests import browser as pw
 from tests.browser import LANDSCAPE, PORTRAIT, cloud_action, expect, open_page, screenshot
-from tests.conftest import api, seed_cloud, seed_edge
+from tests.conftest import api, library_day, seed_cloud, seed_edge
 
 pytestmark = pytest.mark.integration
 
@@ -90,7 +89,7 @@ def no_sideways_scroll(page: Any) -> bool:
 
 
 def test_reader_borrows_a_reserved_book_and_gets_a_receipt(machine: Machine, browser) -> None:
-    due = (datetime.now(UTC).date() + timedelta(days=21)).strftime("%d.%m.%Y")
+    due = library_day(21).strftime("%d.%m.%Y")
     with open_page(browser, machine.edge + "/kiosk", viewport=PORTRAIT) as page:
         expect(page.locator('[data-screen="idle"] h1')).to_have_text(IDLE_KK)
         expect(page.locator("#returns-text")).to_contain_text("қайтару саңылауына")
@@ -133,7 +132,7 @@ def test_reader_borrows_a_reserved_book_and_gets_a_receipt(machine: Machine, bro
         assert machine.ctl.state()["slots"]["6"] is None
         loans = api("GET", machine.edge + "/api/readers/R0001")[1]["loans"]
         assert [(ln["copy"], ln["due"]) for ln in loans] == [
-            ("C00006", (datetime.now(UTC).date() + timedelta(days=21)).isoformat())]
+            ("C00006", library_day(21).isoformat())]
 
         page.click('[data-screen="receipt"] [data-action="end"]')
         expect(page.locator('[data-screen="idle"]')).to_be_visible()

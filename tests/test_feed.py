@@ -231,3 +231,25 @@ def test_an_upgraded_node_asks_for_a_snapshot_once(cloud, node) -> None:
     assert applier.asking_rev() == 0                      # an older build's knowledge
     bootstrap(node)
     assert applier.asking_rev() == applier.rev() > 0
+
+
+def test_due_dates_count_in_the_library_s_days_and_the_cloud_names_its_zone(cloud, node) -> None:
+    """A branch open all night lends at 01:00 in Almaty (20:00 UTC the day before):
+    the loan runs from Almaty's day, as the cloud counts overdue days."""
+    from datetime import UTC, date, datetime, timedelta
+
+    from edge import circulation
+
+    bootstrap(node)
+    days = circulation.policy_for(node.policies(), "book", "adult").loan_days
+    one_am_almaty = datetime(2026, 12, 2, 20, 0, tzinfo=UTC)          # 3 Dec, 01:00 +05
+    loan = node.checkout("R1", "C1", now=one_am_almaty)
+    assert loan.due == date(2026, 12, 3) + timedelta(days=days)
+    # The library moves (or corrects) its zone in the cloud: the node hears of it.
+    actions.set_setting("cloud.timezone", "Europe/London")
+    applier = FeedApplier(node)
+    assert applier.apply_changes(wire("changes", feed.changes_for("m-a", applier.rev())))
+    assert es.zone_name() == "Europe/London"
+    node.checkin("C1", now=one_am_almaty)
+    again = node.checkout("R1", "C1", now=one_am_almaty)
+    assert again.due == date(2026, 12, 2) + timedelta(days=days)

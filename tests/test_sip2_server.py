@@ -367,7 +367,7 @@ def test_utc_dates_and_an_always_on_line_kiosk(branch: Branch) -> None:
     assert "offline from the central system" in st.screen
     assert st.fixed["datetime_sync"][8:12] == "   Z" and near_now(st.fixed["datetime_sync"])
     lent = c.checkout(INST, "R0001", "C01", "1234")
-    due = datetime.now(UTC).date() + timedelta(days=21)
+    due = es.local_day(datetime.now(UTC)) + timedelta(days=21)
     assert lent["AH"] == f"{due:%Y%m%d}   Z235959" and lent.fixed["date"][8:12] == "   Z"
     # A kiosk date in UTC is read as UTC: a no-block checkout two hours ago, to the second.
     then = (datetime.now(UTC) - timedelta(hours=2)).replace(microsecond=0)

@@ -42,13 +42,26 @@ window.Kitap = (function () {
     return m ? m[3] + "." + m[2] + "." + m[1] + " " + m[4] + ":" + m[5] : (iso || "");
   }
 
-  /* An instant in the browser's own time zone: "22.11.2026 15:32". */
+  /* The library's time zone (the page's config names it; the browser's own if unset). */
+  let zone;
+  function useZone(name) {
+    zone = name || undefined;
+  }
+
+  /* An instant in the library's time zone: "22.11.2026 15:32". */
   function localDateTime(iso) {
     const d = new Date(iso);
     if (!iso || isNaN(d.getTime())) return iso || "";
-    const p = function (n) { return String(n).padStart(2, "0"); };
-    return p(d.getDate()) + "." + p(d.getMonth() + 1) + "." + d.getFullYear() + " " +
-      p(d.getHours()) + ":" + p(d.getMinutes());
+    const p = {};
+    try {
+      new Intl.DateTimeFormat("en-GB", {timeZone: zone, year: "numeric", month: "2-digit",
+        day: "2-digit", hour: "2-digit", minute: "2-digit", hourCycle: "h23"})
+        .formatToParts(d).forEach(function (x) { p[x.type] = x.value; });
+    } catch (err) {  /* a zone this browser does not know: its own */
+      zone = undefined;
+      return localDateTime(iso);
+    }
+    return p.day + "." + p.month + "." + p.year + " " + p.hour + ":" + p.minute;
   }
 
   /* Seconds -> "45 s" / "3 min" / "5 h" / "2 d" in the page's language. */
@@ -84,5 +97,5 @@ window.Kitap = (function () {
   }
 
   return {$: $, el: el, fmt: fmt, date: date, dateTime: dateTime, localDateTime: localDateTime,
-          age: age, api: api, clear: clear};
+          useZone: useZone, age: age, api: api, clear: clear};
 })();

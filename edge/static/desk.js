@@ -7,6 +7,7 @@
   const K = window.Kitap;
   const S = JSON.parse(K.$("desk-strings").textContent);
   const C = JSON.parse(K.$("desk-config").textContent);
+  K.useZone(C.tz);
   let csrf = null;
   let shownCard = null;
 

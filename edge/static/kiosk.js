@@ -7,6 +7,7 @@
   const K = window.Kitap;
   const S = JSON.parse(K.$("kiosk-strings").textContent);
   const C = JSON.parse(K.$("kiosk-config").textContent);
+  K.useZone(C.tz);
   const VISIT_SCREENS = new Set(["pin", "books", "confirm", "dispensing", "receipt", "problem",
                                  "locked", "unknown_card", "no_pin"]);
   const READY_SCREENS = new Set(["books", "confirm", "dispensing", "receipt", "problem"]);

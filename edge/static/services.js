@@ -7,6 +7,7 @@
   const K = window.Kitap;
   const S = JSON.parse(K.$("sv-strings").textContent);
   const C = JSON.parse(K.$("sv-config").textContent);
+  K.useZone(C.tz);
   let csrf = null;
   let card = null;
   let openSession = null;
