@@ -12,13 +12,18 @@ from kitap.procs import Mosquitto, Process, free_port, http_json, kitap_command,
 from tests.cloud_fixtures import cloud_store, cloud_url  # noqa: F401 - fixtures for all tests
 
 
-def library_day(days: int = 0) -> date:
-    """The library's calendar day (due dates count in it), ``days`` from today."""
+def library_date(at: datetime) -> date:
+    """The library's calendar day at the instant ``at`` (due dates count in it)."""
     from zoneinfo import ZoneInfo
 
     from edge.store import DEFAULT_TIMEZONE
 
-    return datetime.now(UTC).astimezone(ZoneInfo(DEFAULT_TIMEZONE)).date() + timedelta(days=days)
+    return at.astimezone(ZoneInfo(DEFAULT_TIMEZONE)).date()
+
+
+def library_day(days: int = 0) -> date:
+    """The library's calendar day ``days`` from today."""
+    return library_date(datetime.now(UTC)) + timedelta(days=days)
 
 # The API token every edge of a test network accepts (a test secret, not a real one).
 TOKEN = "test-token-not-secret"

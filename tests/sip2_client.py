@@ -14,7 +14,8 @@ import re
 import socket
 import ssl
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
+from zoneinfo import ZoneInfo
 
 DATE_RE = r"\d{8}(?:    |   Z)\d{6}"
 YN, OK, YNU = r"[YN]", r"[01]", r"[YNU]"
@@ -64,9 +65,14 @@ def checksum(data: bytes) -> str:
     return format((0x10000 - total) & 0xFFFF, "04X")
 
 
+# The kiosks of these tests stand in an Almaty branch: their "local time" is
+# Almaty's, whatever zone the machine running the tests is in.
+KIOSK_ZONE = ZoneInfo("Asia/Almaty")
+
+
 def sip_date(when: datetime | None = None) -> str:
-    """Local time, blank zone: YYYYMMDD    HHMMSS."""
-    when = (when or datetime.now().astimezone()).astimezone()
+    """Local time (the kiosk's), blank zone: YYYYMMDD    HHMMSS."""
+    when = (when or datetime.now(UTC)).astimezone(KIOSK_ZONE)
     return when.strftime("%Y%m%d") + "    " + when.strftime("%H%M%S")
 
 

@@ -12,7 +12,7 @@ from click.testing import CliRunner
 from kitap.cli import main
 from kitap.procs import Process, free_port, kitap_command, wait_for, wait_http
 from tests import sip2_client as sc
-from tests.conftest import TOKEN, api, seed_cloud, small_fund
+from tests.conftest import TOKEN, api, library_date, seed_cloud, small_fund
 
 pytestmark = pytest.mark.integration
 
@@ -82,7 +82,7 @@ def test_a_kiosk_session_offline_reaches_the_cloud_once_the_link_is_back(tmp_pat
     for (copy, card), when in lent.items():
         stored = kiosk.checkout(INST, card, copy, no_block=True, when=sc.sip_date(when))
         assert stored.fixed["ok"] == "1"
-        assert stored["AH"] == f"{when.date() + timedelta(days=21):%Y%m%d}    235959"
+        assert stored["AH"] == f"{library_date(when) + timedelta(days=21):%Y%m%d}    235959"
 
     during = status(edge)
     assert during["last_acked"] == before["last_acked"]           # nothing reached the cloud
@@ -111,10 +111,10 @@ def test_a_kiosk_session_offline_reaches_the_cloud_once_the_link_is_back(tmp_pat
         return datetime.fromisoformat(str(at)).astimezone(UTC), str(due)
 
     recent = lent[("C00003", "R0002")]
-    assert in_cloud(("C00003", "R0002")) == (recent, (recent.date() + timedelta(days=21))
+    assert in_cloud(("C00003", "R0002")) == (recent, (library_date(recent) + timedelta(days=21))
                                             .isoformat())
     old = lent[("C00004", "R0003")]
-    assert in_cloud(("C00004", "R0003")) == (old, (old.date() + timedelta(days=21))
+    assert in_cloud(("C00004", "R0003")) == (old, (library_date(old) + timedelta(days=21))
                                             .isoformat())
     with sqlite3.connect(f"file:{cloud_db}?mode=ro", uri=True) as con:
         flagged = con.execute("select clock_flagged_at from node where id='b-test'").fetchone()

@@ -25,6 +25,7 @@ from edge import store as es
 from protocol.envelope import decode_batch, encode_batch
 from protocol.hlc import HybridClock
 from tests import sip2_client as sc
+from tests.conftest import library_date
 from tests.test_sip2_server import INST, Branch, start_branch, stop_branch
 
 
@@ -75,7 +76,7 @@ def test_a_stored_checkout_that_fulfils_a_hold_keeps_the_kiosks_time(branch: Bra
 
     loan = s.Loan.get((s.Loan.copy == "H01") & (s.Loan.reader == "R0002"))
     assert loan.checked_out_at == when
-    assert (loan.due, loan.due_node) == (when.date() + timedelta(days=21), None)
+    assert (loan.due, loan.due_node) == (library_date(when) + timedelta(days=21), None)
     assert s.Hold.get_by_id("H1").status == "picked_up"
     assert s.Node.get_by_id("b-test").clock_flagged_at is None
     assert clock_exceptions() == []
@@ -99,7 +100,7 @@ def test_a_stored_checkout_of_a_copy_on_loan_here_closes_that_loan_at_its_time(
     second = s.Loan.get((s.Loan.copy == "C05") & (s.Loan.reader == "R0002"))
     assert first.returned_at == when
     assert second.checked_out_at == when and second.returned_at is None
-    assert second.due == when.date() + timedelta(days=21)
+    assert second.due == library_date(when) + timedelta(days=21)
     assert s.Copy.get_by_id("C05").status == "on_loan"
     assert s.Node.get_by_id("b-test").clock_flagged_at is None
     assert clock_exceptions() == []

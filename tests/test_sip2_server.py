@@ -119,7 +119,7 @@ def near_now(sip_date: str, slack: float = 120.0) -> bool:
     """True if a SIP date is within ``slack`` seconds of now."""
     zone = UTC if sip_date[8:12] == "   Z" else None
     naive = datetime.strptime(sip_date[:8] + sip_date[12:], "%Y%m%d%H%M%S")
-    when = naive.replace(tzinfo=zone) if zone else naive.astimezone()
+    when = naive.replace(tzinfo=zone or sc.KIOSK_ZONE)
     return abs((when - datetime.now(UTC)).total_seconds()) < slack
 
 

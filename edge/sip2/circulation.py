@@ -19,7 +19,7 @@ from edge.sip2 import codec
 from edge.sip2 import fields as F
 from edge.sip2.patron import check_patron
 from edge.sip2.replies import Reply, refusal
-from edge.store import CirculationRefused, Copy, Hold, Loan, LoanResult, Title
+from edge.store import CirculationRefused, Copy, Hold, Loan, LoanResult, Title, library_tz
 
 if TYPE_CHECKING:
     from edge.sip2.session import Handler, Session
@@ -111,7 +111,7 @@ def _offline_checkout(s: Session, req: codec.Request, card: str, barcode: str) -
     return _loan_reply(s, "12", card, barcode, title.title if title else None,
                        s.day(result.due), renewal=False, desensitize="Y",
                        txn=result.loan_id).say(
-        f"Recorded the checkout of {when.astimezone():%d.%m.%Y %H:%M}: "
+        f"Recorded the checkout of {when.astimezone(library_tz()):%d.%m.%Y %H:%M}: "
         f"due back {result.due:%d.%m.%Y}.").say(moved)
 
 

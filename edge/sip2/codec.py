@@ -14,7 +14,7 @@ import codecs
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, tzinfo
 
 from edge.sip2 import fields as F
 
@@ -88,11 +88,14 @@ def checksum(data: bytes) -> str:
 
 # -- dates --------------------------------------------------------------------
 
-def format_date(when: datetime, utc: bool = False) -> str:
-    """An 18-character SIP date: YYYYMMDDZZZZHHMMSS, local time (blank zone) or UTC ("   Z")."""
+def format_date(when: datetime, utc: bool = False, tz: tzinfo | None = None) -> str:
+    """An 18-character SIP date: YYYYMMDDZZZZHHMMSS, local time (blank zone) or UTC ("   Z").
+
+    ``tz``: the zone "local" means (the library's); None: the process's own.
+    """
     if utc:
         return when.astimezone(UTC).strftime(_DATE_FORMAT.format(zone=UTC_ZONE))
-    return when.astimezone().strftime(_DATE_FORMAT.format(zone=LOCAL_ZONE))
+    return when.astimezone(tz).strftime(_DATE_FORMAT.format(zone=LOCAL_ZONE))
 
 
 def format_day(day: date, utc: bool = False) -> str:
@@ -101,8 +104,11 @@ def format_day(day: date, utc: bool = False) -> str:
     return f"{day:%Y%m%d}{zone}235959"
 
 
-def parse_date(text: str) -> datetime | None:
-    """An aware datetime from an 18-character SIP date (None for 18 blanks); ValueError if bad."""
+def parse_date(text: str, tz: tzinfo | None = None) -> datetime | None:
+    """An aware datetime from an 18-character SIP date (None for 18 blanks); ValueError if bad.
+
+    ``tz``: the zone a local date (blank zone) is in; None: the process's own.
+    """
     if len(text) != 18:
         raise ValueError("a SIP date has 18 characters")
     if not text.strip():
@@ -114,7 +120,9 @@ def parse_date(text: str) -> datetime | None:
     if not digits.isdigit() or not digits.isascii():
         raise ValueError(f"{text!r} is not YYYYMMDDZZZZHHMMSS")
     naive = datetime.strptime(digits, "%Y%m%d%H%M%S")  # noqa: DTZ007 - zone applied below
-    return naive.replace(tzinfo=UTC) if zone == UTC_ZONE else naive.astimezone(UTC)
+    if zone == UTC_ZONE:
+        return naive.replace(tzinfo=UTC)
+    return (naive.replace(tzinfo=tz) if tz else naive.astimezone()).astimezone(UTC)
 
 
 # -- framing --------------------------------------------------------------------

@@ -19,7 +19,7 @@ from edge import circulation as rules
 from edge.sip2 import accounts, codec
 from edge.sip2 import fields as F
 from edge.sip2.replies import CURRENCY, DENIED, Reply, money, parse_money, refusal
-from edge.store import CirculationRefused, Copy, Hold, Loan, Payment, Reader, Title
+from edge.store import CirculationRefused, Copy, Hold, Loan, Payment, Reader, Title, local_day
 
 if TYPE_CHECKING:
     from edge.sip2.session import Handler, Session
@@ -133,7 +133,7 @@ def patron_information(s: Session, req: codec.Request) -> Reply:
         reply.fields = _identity(s, p)
         return reply.say(p.refusal or "Please enter your PIN.")
     assert p.reader is not None
-    today = s.now().date()
+    today = local_day(s.now())
     holds = list(Hold.select().where((Hold.reader == p.card) & (Hold.status != "picked_up"))
                  .order_by(Hold.id))
     ready = [h for h in holds if h.status == "ready"]

@@ -20,7 +20,7 @@ from edge.sip2 import accounts, circulation, codec, patron
 from edge.sip2 import fields as F
 from edge.sip2.accounts import ALWAYS, Account
 from edge.sip2.replies import Reply, refusal
-from edge.store import EdgeStore, utcnow
+from edge.store import EdgeStore, library_tz, utcnow
 
 logger = logging.getLogger(__name__)
 
@@ -100,7 +100,7 @@ class Session:
     def date(self, when: datetime | None = None) -> str:
         """An 18-character SIP date in this kiosk's time zone."""
         return codec.format_date(when or self.now(), self.account.utc_dates if self.account
-                                 else False)
+                                 else False, library_tz())
 
     def day(self, day: Date) -> str:
         """A due date as a SIP date (end of that day) in this kiosk's time zone."""
@@ -123,7 +123,7 @@ class Session:
         saying so (empty otherwise); the move is logged.
         """
         try:
-            when = codec.parse_date(text)
+            when = codec.parse_date(text, library_tz())
         except ValueError:
             when = None
         now = self.now()
@@ -136,8 +136,8 @@ class Session:
         logger.warning("sip2 %s: kiosk %s dated a no-block transaction %s; recorded at %s",
                        self.peer, self.account.name if self.account else "?",
                        when.isoformat(), bound.isoformat())
-        local = f"{bound.astimezone():%d.%m.%Y %H:%M}"
-        return bound, (f"The self-check's date {when.astimezone():%d.%m.%Y %H:%M} is "
+        local = f"{bound.astimezone(library_tz()):%d.%m.%Y %H:%M}"
+        return bound, (f"The self-check's date {when.astimezone(library_tz()):%d.%m.%Y %H:%M} is "
                        f"{'later than now' if when > now else 'too long ago'}: recorded at "
                        f"{local}; please check the self-check's clock.")
 
