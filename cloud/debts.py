@@ -69,15 +69,32 @@ def balance(reader: str) -> int:
                .where(s.LedgerEntry.reader == reader).scalar() or 0)
 
 
-def check_ledger() -> list[tuple[str, int, int]]:
-    """Readers whose balance disagrees with their ledger: (card, fees_owed, ledger sum)."""
+def check_ledger() -> list[tuple[str, int | None, int]]:
+    """Cards whose balance disagrees with their ledger: (card, fees_owed, ledger sum).
+
+    ``fees_owed`` is None for an orphan (``ledger_orphans``): ledger lines of a
+    card with no reader, owed by nobody yet.
+    """
     sums = dict(s.tuples(s.LedgerEntry.select(s.LedgerEntry.reader, fn.SUM(s.LedgerEntry.amount))
                          .group_by(s.LedgerEntry.reader)))
-    out = []
+    out: list[tuple[str, int | None, int]] = []
     for card, owed in s.tuples(s.Reader.select(s.Reader.card, s.Reader.fees_owed)):
         if int(owed) != int(sums.get(card, 0) or 0):
             out.append((card, int(owed), int(sums.get(card, 0) or 0)))
-    return out
+    return out + [(card, None, total) for card, total in ledger_orphans()]
+
+
+def ledger_orphans() -> list[tuple[str, int]]:
+    """Cards with ledger lines and no reader, and their sum (a payment is negative).
+
+    A fee paid at a node with a card whose registration has not reached the
+    cloud (or never will): the money is kept, and staff should know whose it is.
+    """
+    known = s.Reader.select(s.Reader.card)
+    return [(card, int(total or 0)) for card, total in s.tuples(
+        s.LedgerEntry.select(s.LedgerEntry.reader, fn.SUM(s.LedgerEntry.amount))
+        .where(s.LedgerEntry.reader.not_in(known))
+        .group_by(s.LedgerEntry.reader).order_by(s.LedgerEntry.reader))]
 
 
 def pay(reader: str, amount: int, *, payment_id: str, node: str, now: datetime) -> bool:
@@ -198,7 +215,11 @@ def _apply_block(card: str, today: date, now: datetime, ctx: _Ctx) -> None:
         return
     action, why = decision
     if action == "block":
-        s.Reader.update(blocked_reason=why, blocked_by="auto", blocked_at=now).where(
+        # An automatic block whose reason only changed ("2 books overdue" -> "3 ...")
+        # is the same block: it keeps its start, against which offline checkouts
+        # are judged (cloud/flags.py).
+        since = reader.blocked_at if reader.blocked_reason and reader.blocked_at else now
+        s.Reader.update(blocked_reason=why, blocked_by="auto", blocked_at=since).where(
             s.Reader.card == card).execute()
         if not reader.blocked_reason:
             ctx.blocked += 1
