@@ -261,5 +261,6 @@ def test_any_interleaving_of_several_logs_ends_as_clock_order(cloud_store: str) 
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1800)  # hundreds of examples: longer than the suite's 300 s per test
 def test_any_interleaving_soak(cloud_store: str) -> None:
     _check(300 if cloud_store.startswith("sqlite") else 60)
