@@ -18,6 +18,7 @@ lifts a block within seconds.
 from __future__ import annotations
 
 import logging
+import zlib
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -34,6 +35,10 @@ logger = logging.getLogger(__name__)
 # Readers brought up to date per transaction by the overdue run: short
 # transactions, so ingest never waits long behind the scheduled pass.
 READERS_PER_TXN = 100
+# Advisory lock keys for cards on PostgreSQL (this prefix | crc32 of the card):
+# a payment with a card the cloud does not know yet and that card's
+# registration may be applied at once by two ingest workers.
+CARD_LOCK_SPACE = 0x6B69_7461_0000_0000
 
 
 def rules() -> dict[str, fines.FineRule]:
@@ -58,9 +63,25 @@ def post(reader: str, kind: str, amount: int, *, now: datetime, loan: str | None
         return False
     s.LedgerEntry.create(reader=reader, kind=kind, amount=amount, loan=loan, node=node, ref=ref,
                          note=note, at=now)
-    s.Reader.update(fees_owed=s.Reader.fees_owed + amount).where(
-        s.Reader.card == reader).execute()
+    move = s.Reader.update(fees_owed=s.Reader.fees_owed + amount).where(s.Reader.card == reader)
+    if not move.execute() and s.is_postgres():
+        # No reader yet, as far as this transaction sees: another worker may be
+        # registering the card right now. Wait for it to commit, and look again.
+        lock_card(reader)
+        move.execute()
     return True
+
+
+def lock_card(card: str) -> None:
+    """Hold a lock on ``card`` until the transaction ends (PostgreSQL; SQLite has one writer).
+
+    A registration takes it before reading the card's ledger, and a payment
+    that finds no reader takes it before looking again: either way the new
+    reader starts with every payment made before it.
+    """
+    if s.is_postgres():
+        s.db.execute_sql("SELECT pg_advisory_xact_lock(%s)",
+                         (CARD_LOCK_SPACE | zlib.crc32(card.encode()),))
 
 
 def balance(reader: str) -> int:

@@ -63,6 +63,7 @@ def fee_paid(node: s.Node, ev: Event, now: datetime) -> set[str] | None:
 def reader_registered(node: s.Node, ev: Event, now: datetime) -> set[str] | None:
     """A card issued at a desk becomes a reader of the whole network."""
     b = ev.body
+    debts.lock_card(b["card"])  # a payment with this card may be applied at this moment
     existing = s.Reader.get_or_none(s.Reader.card == b["card"])
     if existing is not None:
         # Two desks issued the same card number while offline: keep the first,
