@@ -17,7 +17,7 @@ from datetime import date, datetime, timedelta
 
 from werkzeug.security import check_password_hash, generate_password_hash
 
-from cloud import feed
+from cloud import feed, flags
 from cloud import store as s
 from edge import circulation  # pure rules (no I/O): the same renewal rules as at the desk
 
@@ -249,14 +249,6 @@ class Renewal:
     new_due: date
 
 
-def _policies() -> dict[tuple[str, str], circulation.Policy]:
-    table = dict(circulation.DEFAULT_POLICIES)
-    for p in s.Policy.select():
-        table[(p.item_type, p.category)] = circulation.Policy(p.loan_days, p.max_items,
-                                                              p.renewals)
-    return table
-
-
 def renewals_used(loan_id: str) -> int:
     """Renewals of a loan so far: at any node, and online."""
     at_nodes = s.Event.select().where((s.Event.type == "loan.renew")
@@ -287,7 +279,8 @@ def renew(card: str, loan_id: str, today: date, *, by: str | None = None,
             new = max(old, today) + timedelta(days=extend_days)
             kind = "extend"
         else:
-            policy = circulation.policy_for(_policies(), title.item_type if title else "book",
+            policy = circulation.policy_for(flags.policy_table(),
+                                            title.item_type if title else "book",
                                             reader.category)
             waiting = s.Hold.select().where(
                 (s.Hold.title_id == (title.id if title else "")) & (s.Hold.reader != card)

@@ -15,6 +15,7 @@ import queue
 import socket
 import threading
 from collections import defaultdict
+from collections.abc import Iterable
 from typing import Any
 
 import paho.mqtt.client as mqtt
@@ -24,7 +25,7 @@ from prometheus_client import Counter, Gauge
 
 from cloud import clocks, feed, jobs
 from cloud import store as s
-from cloud.ingest import UnknownNode, ingest
+from cloud.ingest import MAX_AHEAD, UnknownNode, ingest
 from protocol import topics
 from protocol.envelope import Event, decode_batch, decode_status, encode_ack
 from protocol.errors import RejectedMessage
@@ -49,6 +50,7 @@ KEEP_PAYLOAD_CHARS = 4000
 
 EVENTS_APPLIED = Counter("kitap_cloud_events_applied_total", "Events applied", ["node"])
 EVENTS_DUPLICATE = Counter("kitap_cloud_events_duplicate_total", "Duplicate events ignored")
+EVENT_MESSAGES = Counter("kitap_cloud_event_messages_total", "Event batches taken from the broker")
 MESSAGES_REJECTED = Counter("kitap_cloud_messages_rejected_total", "Messages refused",
                             ["channel"])
 QUEUE_DEPTH = Gauge("kitap_cloud_ingest_queue_depth", "Messages waiting for the worker")
@@ -68,6 +70,7 @@ class Consumer:
         self.feed_floor = FEED_FLOOR
         self.rejected = 0
         self.applied = 0
+        self.failed = 0  # node batches that could not be applied (the node resends)
         self._queue: queue.Queue[mqtt.MQTTMessage] = queue.Queue()
         self._stop = threading.Event()
         self._worker: threading.Thread | None = None
@@ -168,6 +171,7 @@ class Consumer:
                 elif channel == "sync":
                     self._sync(node, msg.payload)
                 elif channel == "events":
+                    EVENT_MESSAGES.inc()
                     by_node[node].extend(decode_batch(msg.payload, node))
             except RejectedMessage as exc:
                 self._reject(channel, msg.topic, node, exc.reason, msg.payload)
@@ -175,13 +179,22 @@ class Consumer:
             try:
                 result = ingest(node, events)
             except UnknownNode:
-                raw = json.dumps([e.raw for e in events])[:KEEP_PAYLOAD_CHARS].encode()
                 self._reject("unknown_node", topics.node_topic(node, "events"), node,
-                             "unknown node", raw)
+                             "unknown node", _raw(events))
                 continue
-            except PeeweeException:
-                logger.exception("store error applying %d events of %s", len(events), node)
-                raise
+            except Exception:
+                # The store is down, or a fault ingest could not pin on one event:
+                # nothing of this node's was applied or acked, so it resends. One
+                # node's trouble never holds up the others in the round.
+                logger.exception("applying %d events of %s failed; the node will resend",
+                                 len(events), node)
+                self.failed += 1
+                continue
+            if result.too_far:
+                seqs = [e.seq for e in result.too_far]
+                self._reject("events", topics.node_topic(node, "events"), node,
+                             f"seq {min(seqs)}..{max(seqs)} is more than {MAX_AHEAD} past "
+                             f"seq {result.applied_seq}, the last applied", _raw(result.too_far))
             self.applied += result.applied
             if result.applied:
                 EVENTS_APPLIED.labels(node).inc(result.applied)
@@ -259,3 +272,8 @@ class Consumer:
                                      received_at=s.utcnow())
         except PeeweeException:
             logger.exception("could not keep rejected message")
+
+
+def _raw(events: Iterable[Event]) -> bytes:
+    """Events as kept with a rejection: their envelopes, cut short."""
+    return json.dumps([e.raw for e in events], default=str)[:KEEP_PAYLOAD_CHARS].encode()

@@ -18,6 +18,7 @@ lifts a block within seconds.
 from __future__ import annotations
 
 import logging
+import zlib
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -35,6 +36,10 @@ logger = logging.getLogger(__name__)
 # Readers brought up to date per transaction by the overdue run: short
 # transactions, so ingest never waits long behind the scheduled pass.
 READERS_PER_TXN = 100
+# Advisory lock keys for cards on PostgreSQL (this prefix | crc32 of the card):
+# a payment with a card the cloud does not know yet and that card's
+# registration may be applied at once by two ingest workers.
+CARD_LOCK_SPACE = 0x6B69_7461_0000_0000
 
 
 def rules() -> dict[str, fines.FineRule]:
@@ -70,9 +75,25 @@ def post(reader: str, kind: str, amount: int, *, now: datetime, loan: str | None
         return False
     s.LedgerEntry.create(reader=reader, kind=kind, amount=amount, loan=loan, node=node, ref=ref,
                          note=note, at=now)
-    s.Reader.update(fees_owed=s.Reader.fees_owed + amount).where(
-        s.Reader.card == reader).execute()
+    move = s.Reader.update(fees_owed=s.Reader.fees_owed + amount).where(s.Reader.card == reader)
+    if not move.execute() and s.is_postgres():
+        # No reader yet, as far as this transaction sees: another worker may be
+        # registering the card right now. Wait for it to commit, and look again.
+        lock_card(reader)
+        move.execute()
     return True
+
+
+def lock_card(card: str) -> None:
+    """Hold a lock on ``card`` until the transaction ends (PostgreSQL; SQLite has one writer).
+
+    A registration takes it before reading the card's ledger, and a payment
+    that finds no reader takes it before looking again: either way the new
+    reader starts with every payment made before it.
+    """
+    if s.is_postgres():
+        s.db.execute_sql("SELECT pg_advisory_xact_lock(%s)",
+                         (CARD_LOCK_SPACE | zlib.crc32(card.encode()),))
 
 
 def balance(reader: str) -> int:
@@ -81,15 +102,32 @@ def balance(reader: str) -> int:
                .where(s.LedgerEntry.reader == reader).scalar() or 0)
 
 
-def check_ledger() -> list[tuple[str, int, int]]:
-    """Readers whose balance disagrees with their ledger: (card, fees_owed, ledger sum)."""
+def check_ledger() -> list[tuple[str, int | None, int]]:
+    """Cards whose balance disagrees with their ledger: (card, fees_owed, ledger sum).
+
+    ``fees_owed`` is None for an orphan (``ledger_orphans``): ledger lines of a
+    card with no reader, owed by nobody yet.
+    """
     sums = dict(s.tuples(s.LedgerEntry.select(s.LedgerEntry.reader, fn.SUM(s.LedgerEntry.amount))
                          .group_by(s.LedgerEntry.reader)))
-    out = []
+    out: list[tuple[str, int | None, int]] = []
     for card, owed in s.tuples(s.Reader.select(s.Reader.card, s.Reader.fees_owed)):
         if int(owed) != int(sums.get(card, 0) or 0):
             out.append((card, int(owed), int(sums.get(card, 0) or 0)))
-    return out
+    return out + [(card, None, total) for card, total in ledger_orphans()]
+
+
+def ledger_orphans() -> list[tuple[str, int]]:
+    """Cards with ledger lines and no reader, and their sum (a payment is negative).
+
+    A fee paid at a node with a card whose registration has not reached the
+    cloud (or never will): the money is kept, and staff should know whose it is.
+    """
+    known = s.Reader.select(s.Reader.card)
+    return [(card, int(total or 0)) for card, total in s.tuples(
+        s.LedgerEntry.select(s.LedgerEntry.reader, fn.SUM(s.LedgerEntry.amount))
+        .where(s.LedgerEntry.reader.not_in(known))
+        .group_by(s.LedgerEntry.reader).order_by(s.LedgerEntry.reader))]
 
 
 def pay(reader: str, amount: int, *, payment_id: str, node: str, now: datetime) -> bool:
@@ -210,7 +248,11 @@ def _apply_block(card: str, today: date, now: datetime, ctx: _Ctx) -> None:
         return
     action, why = decision
     if action == "block":
-        s.Reader.update(blocked_reason=why, blocked_by="auto", blocked_at=now).where(
+        # An automatic block whose reason only changed ("2 books overdue" -> "3 ...")
+        # is the same block: it keeps its start, against which offline checkouts
+        # are judged (cloud/flags.py).
+        since = reader.blocked_at if reader.blocked_reason and reader.blocked_at else now
+        s.Reader.update(blocked_reason=why, blocked_by="auto", blocked_at=since).where(
             s.Reader.card == card).execute()
         if not reader.blocked_reason:
             ctx.blocked += 1

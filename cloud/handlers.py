@@ -11,9 +11,8 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
-from cloud import clocks, debts, feed, reconcile
+from cloud import clocks, debts, feed, flags
 from cloud import store as s
-from edge import circulation
 from protocol.envelope import Event
 
 EventHandler = Callable[[s.Node, Event, datetime], "set[str] | None"]
@@ -28,38 +27,17 @@ def handles(type_: str) -> Callable[[EventHandler], EventHandler]:
     return deco
 
 
-def _exception(kind: str, node: s.Node, ev: Event, detail: str, copy: Any = None) -> None:
+def _exception(kind: str, node: s.Node, ev: Event, detail: str, copy: Any = None,
+               reader: str | None = None) -> None:
     s.StaffException.create(kind=kind, node=node.id, seq=ev.seq, copy=copy, detail=detail,
-                            created_at=s.utcnow())
+                            created_at=s.utcnow(), reader=reader)
 
 
 @handles("loan.checkout")
 def loan_checkout(node: s.Node, ev: Event, now: datetime) -> None:
     """The copy fact made the loan; flag what the node allowed that the cloud would not."""
     b = ev.body
-    reader = s.Reader.get_or_none(s.Reader.card == b["reader"])
-    if reader is None:
-        borrower = reconcile.Borrower(known=False)
-    else:
-        open_loans = s.Loan.select().where((s.Loan.reader == reader.card)
-                                           & s.Loan.returned_at.is_null()).count()
-        borrower = reconcile.Borrower(True, reader.blocked_reason, reader.blocked_at, open_loans,
-                                      max_items(b["copy"], reader.category))
-    for rep in reconcile.checkout_flags(borrower, node=node.id, copy=b["copy"],
-                                        reader=b["reader"], at=clocks.happened_at(ev)):
-        _exception(rep.kind, node, ev, rep.detail, copy=b["copy"])
-
-
-def max_items(copy: str, category: str) -> int:
-    """The loan limit the nodes apply: the cloud's policy rows over the built-in defaults."""
-    table = dict(circulation.DEFAULT_POLICIES)
-    for p in s.Policy.select():
-        table[(p.item_type, p.category)] = circulation.Policy(p.loan_days, p.max_items,
-                                                              p.renewals)
-    title = (s.Title.select(s.Title.item_type).join(s.Copy, on=(s.Copy.title_id == s.Title.id))
-             .where(s.Copy.barcode == copy).first())
-    return circulation.policy_for(table, title.item_type if title else "book",
-                                  category).max_items
+    flags.checkout(node.id, ev.seq, b["reader"], b["copy"], b["loan_id"], clocks.happened_at(ev))
 
 
 @handles("fee.paid")
@@ -75,27 +53,33 @@ def fee_paid(node: s.Node, ev: Event, now: datetime) -> set[str] | None:
         debts.pay(b["reader"], b["amount"], payment_id=b["payment_id"], node=node.id, now=now)
     if s.Reader.get_or_none(s.Reader.card == b["reader"]) is None:
         _exception("payment_from_unknown_reader", node, ev,
-                   f"{node.id} took {b['amount']} tiyn from card {b['reader']}, unknown here")
+                   f"{node.id} took {b['amount']} tiyn from card {b['reader']}, unknown here",
+                   reader=b["reader"])
         return None
     return {b["reader"]}
 
 
 @handles("reader.registered")
-def reader_registered(node: s.Node, ev: Event, now: datetime) -> None:
+def reader_registered(node: s.Node, ev: Event, now: datetime) -> set[str] | None:
     """A card issued at a desk becomes a reader of the whole network."""
     b = ev.body
+    debts.lock_card(b["card"])  # a payment with this card may be applied at this moment
     existing = s.Reader.get_or_none(s.Reader.card == b["card"])
     if existing is not None:
         # Two desks issued the same card number while offline: keep the first,
         # and let staff sort out the second reader.
         _exception("card_issued_twice", node, ev,
                    f"{node.id} issued card {b['card']} to {b['name']!r}, already held by "
-                   f"{existing.name!r} (registered at {existing.registered_at or 'the cloud'})")
-        return
+                   f"{existing.name!r} (registered at {existing.registered_at or 'the cloud'})",
+                   reader=b["card"])
+        return None
     s.Reader.create(card=b["card"], name=b["name"], category=b["category"],
                     pin_hash=b["pin_hash"], registered_at=node.id,
                     fees_owed=debts.balance(b["card"]))  # a payment may have come first
-    feed.reader_changed(b["card"])
+    # Its checkouts and payments that came first were flagged as from an unknown
+    # card; they are explained, and its loans are judged again by the batch.
+    flags.card_registered(b["card"], now)
+    return {b["card"]}
 
 
 @handles("loan.renew")

@@ -220,6 +220,12 @@ def release(c: s.Copy, now: datetime, touched: set[str] | None = None) -> None:
     """A copy no hold claims: to the next reader in line for its title, else home if fixed."""
     home_bound = (c.status == "in_transit" and c.transit_to == c.home_node
                   and c.location_node is not None)
+    if (c.status == "in_transit" and c.location_node is None and c.transit_to is None
+            and c.home_node and not copies.floating(c)):
+        # Carried off with nowhere to go (a technician took it out of a machine): a
+        # fixed copy goes home, as it would have been told had the cloud seen it at rest.
+        _send_home(c, c.home_node, now, touched)
+        return
     if c.status not in reconcile.AT_REST and not home_bound:
         return
     nxt = next_in_line(c.title_id)
@@ -230,10 +236,14 @@ def release(c: s.Copy, now: datetime, touched: set[str] | None = None) -> None:
     home: str | None = c.home_node
     if (c.status in reconcile.AT_REST and home and c.location_node != home
             and not copies.floating(c)):
-        kind = _kinds().get(home, "branch")
-        c = copies.apply_cloud_fact(c.barcode, "cloud.transfer", {"to": home, "to_kind": kind},
-                                    now, touched)
-        _open_transfer(c, home, "home", None, now)
+        _send_home(c, home, now, touched)
+
+
+def _send_home(c: s.Copy, home: str, now: datetime, touched: set[str] | None) -> None:
+    kind = _kinds().get(home, "branch")
+    c = copies.apply_cloud_fact(c.barcode, "cloud.transfer", {"to": home, "to_kind": kind},
+                                now, touched)
+    _open_transfer(c, home, "home", None, now)
 
 
 def _in_line() -> Any:

@@ -431,6 +431,11 @@ def checkout_flags(b: Borrower, *, node: str, copy: str, reader: str,
     return tuple(out)
 
 
+def open_at(spans: Sequence[tuple[datetime, datetime | None]], at: datetime) -> int:
+    """How many loans (checked out, returned or None) were open at ``at``: out by then, not back."""
+    return sum(1 for out, back in spans if out <= at and (back is None or back > at))
+
+
 # -- wrong clocks ------------------------------------------------------------------
 
 @dataclass(frozen=True)

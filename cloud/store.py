@@ -302,6 +302,10 @@ class StaffException(BaseModel):
     resolution = TextField(null=True)
     # Derived from a copy's facts: a replay keeps, adds or closes these (and only these).
     derived = BooleanField(default=False)
+    # The reader and loan it is about, when it is about one (cloud/flags.py judges
+    # these again when events arrive late).
+    reader = CharField(null=True, index=True)
+    loan = CharField(null=True)
 
 
 class RejectedMessage(BaseModel):

@@ -56,6 +56,10 @@ class SyncAgent:
         self.host, self.port = host, port
         self.connected = False
         self.rejected_messages = 0
+        # Times the publisher went back to resend what was not acknowledged: the
+        # cloud asked (a gap), or no ack came for RESEND_AFTER seconds.
+        self.resends_asked = 0
+        self.resends_no_ack = 0
         self.faults: list[str] = []
         # A machine node's hardware for the status (MachineService.summary); None: a branch.
         self.machine_status: Callable[[], dict[str, Any]] | None = None
@@ -184,7 +188,12 @@ class SyncAgent:
             self._last_send = time.monotonic() if self._sent_upto > acked else 0.0
             if ack.get("resend_from") is not None:
                 # The cloud saw a gap: replay from the first seq it is missing.
-                self._sent_upto = min(self._sent_upto, max(acked, ack["resend_from"] - 1))
+                back_to = max(acked, ack["resend_from"] - 1)
+                if back_to < self._sent_upto:
+                    self.resends_asked += 1
+                    logger.info("the cloud is missing seq %d: resending from there",
+                                back_to + 1)
+                self._sent_upto = min(self._sent_upto, back_to)
             self._sent_upto = max(self._sent_upto, acked)
             self._wake.notify_all()
 
@@ -217,6 +226,8 @@ class SyncAgent:
                     time.monotonic() - self._last_send > RESEND_AFTER:
                 logger.warning("no ack for %.0fs; resending from seq %d", RESEND_AFTER, acked + 1)
                 self._sent_upto = acked
+                self._last_send = 0.0  # the resend waits RESEND_AFTER afresh
+                self.resends_no_ack += 1
             start = max(self._sent_upto, acked)
             if start - acked >= WINDOW:
                 return False
@@ -313,6 +324,7 @@ class SyncAgent:
         """Link facts for the status page and metrics."""
         return {"connected": self.connected, "broker": f"{self.host}:{self.port}",
                 "sent_upto": self._sent_upto, "rejected_messages": self.rejected_messages,
+                "resends_asked": self.resends_asked, "resends_no_ack": self.resends_no_ack,
                 "feed_rev": self.feed.rev(), "feed_latest": self._latest_poke,
                 "feed_snapshots": self.feed.snapshots}
 

@@ -373,6 +373,10 @@ def metrics() -> Response:
          s["age_seconds"] if s["age_seconds"] is not None else float("nan")),
         ("kitap_edge_offline_hours", "Hours the link has been down (0 when up)",
          s["offline_hours"]),
+        ("kitap_edge_resends_asked", "Times the cloud asked for events again (a gap)",
+         s["link"].get("resends_asked", 0)),
+        ("kitap_edge_resends_no_ack", "Times no ack came in time and events were sent again",
+         s["link"].get("resends_no_ack", 0)),
     ):
         Gauge(name, help_, registry=registry).set(value)
     m = s["machine"]

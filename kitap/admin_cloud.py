@@ -35,6 +35,9 @@ class Tenge(click.ParamType[int]):
 
 
 TENGE = Tenge()
+# Of a rejected message's payload, what `kitap admin rejected` prints: enough to
+# see what it was; the console shows it all.
+PAYLOAD_SHOWN = 200
 
 
 def act(fn: Callable[..., Any], *args: Any, action: str, target: str,
@@ -174,19 +177,43 @@ def withdraw(barcode: str, reason: str) -> None:
 
 @click.command("ledger-check")
 def ledger_check() -> None:
-    """Prove every reader's balance equals their ledger (exit 1 if not)."""
-    from cloud import debts
+    """Prove every reader's balance equals their ledger (exit 1 if not); name orphan cards."""
+    from cloud import debts, fines
 
-    bad = debts.check_ledger()
+    found = debts.check_ledger()
+    bad = [(card, owed, total) for card, owed, total in found if owed is not None]
     for card, owed, total in bad:
         click.echo(f"{card}: balance {owed}, ledger {total}")
+    for card, owed, total in found:
+        if owed is None:
+            click.echo(f"{card}: no such reader, but the ledger has {fines.tenge(total)} for "
+                       "it (paid at a node before the card's registration reached the cloud)")
     if bad:
         raise SystemExit(1)
     click.echo("every balance equals its ledger")
 
 
+@click.command()
+@click.option("--node", default=None, help="Only messages from this node.")
+@click.option("--limit", type=click.IntRange(1, 10_000), default=20, show_default=True)
+def rejected(node: str | None, limit: int) -> None:
+    """The messages the cloud refused at the door (newest first), kept for inspection."""
+    from cloud import store as s
+
+    query = s.RejectedMessage.select()
+    if node:
+        query = query.where(s.RejectedMessage.node == node)
+    total = query.count()
+    for m in query.order_by(s.RejectedMessage.received_at.desc(),
+                            s.RejectedMessage.id.desc()).limit(limit):
+        click.echo(f"#{m.id} {m.received_at:%Y-%m-%d %H:%M:%S} {m.node or '-'} {m.topic}: "
+                   f"{m.reason}")
+        click.echo(f"    {m.payload[:PAYLOAD_SHOWN]!r}")
+    click.echo(f"{min(limit, total)} of {total} rejected messages")
+
+
 COMMANDS = (overdue_run, jobs_run, debtors, waive, fine_policy, discount, collection, withdraw,
-            ledger_check)
+            ledger_check, rejected)
 
 
 def register(group: click.Group) -> None:

@@ -50,11 +50,15 @@ def small_fund(n_copies: int, node: str = "b-test") -> dict[str, list[dict[str, 
     return {"titles": titles, "copies": copies, "readers": readers, "node": [node]}
 
 
-def seed_cloud(path: Path, fund: dict[str, list[dict[str, Any]]]) -> str:
-    """Create a cloud SQLite file holding NODES and ``fund``; returns its URL."""
+def seed_cloud(db: str | Path, fund: dict[str, list[dict[str, Any]]]) -> str:
+    """Fill a cloud database with NODES and ``fund``; returns its URL.
+
+    ``db`` is a database URL (the ``cloud_url`` fixture: SQLite, then PostgreSQL)
+    or the path of a SQLite file to create.
+    """
     from cloud import store
 
-    url = f"sqlite:///{path}"
+    url = db if isinstance(db, str) else f"sqlite:///{db}"
     store.connect(url)
     node = fund["node"][0]
     store.seed(nodes=NODES, titles=fund["titles"], readers=fund["readers"],
@@ -100,12 +104,13 @@ class Network:
         """The process started under ``name`` (the node id, or "cloud")."""
         return next(p for p in self.procs if p.name == name)
 
-    def cloud(self, db_url: str) -> str:
-        """Start a cloud process; returns its base URL."""
+    def cloud(self, db_url: str, shared: bool = False) -> str:
+        """Start a cloud process (one of several ingest workers if ``shared``); its base URL."""
         port = free_port()
         p = Process("cloud", kitap_command(
             "cloud", "--db", db_url, "--broker", f"127.0.0.1:{self.broker.port}",
-            "--http", f"127.0.0.1:{port}"), self.tmp / f"cloud-{port}.log",
+            "--http", f"127.0.0.1:{port}", *(["--shared"] if shared else [])),
+            self.tmp / f"cloud-{port}.log",
             env={"KITAP_API_TOKEN": TOKEN, **self._creds("kitap-cloud")}).start()
         self.procs.append(p)
         url = f"http://127.0.0.1:{port}"

@@ -7,6 +7,7 @@ import json
 import signal
 import socket
 import threading
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -153,3 +154,40 @@ def test_a_person_at_a_terminal_borrows_returns_and_restocks(bench: Bench) -> No
     assert sim.state()["slots"]["2"] == "C0000002" and sim.state()["bin"] == ["C0000001"]
     gone = ctl("state")
     assert gone.exit_code != 0 and "cannot reach the simulator" in gone.output
+
+
+def test_admin_rejected_lists_what_the_cloud_refused_newest_first(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'cloud.db'}"
+    cs.connect(url)
+    now = cs.utcnow()
+    for i, node in enumerate(["m-a", "x-ghost", "m-a"]):
+        cs.RejectedMessage.create(topic=f"lib/v1/node/{node}/events", node=node,
+                                  reason=f"reason {i}", payload="x" * 500,
+                                  received_at=now + timedelta(seconds=i))
+    cs.db.close()
+    runner = CliRunner()
+    out = runner.invoke(main, ["admin", "--db", url, "rejected", "--node", "m-a", "--limit", "1"])
+    assert out.exit_code == 0, out.output
+    lines = out.output.splitlines()
+    assert "m-a lib/v1/node/m-a/events: reason 2" in lines[0]   # the newest of m-a's
+    assert "x" * 200 in lines[1] and "x" * 201 not in lines[1]  # the payload, cut short
+    assert lines[-1] == "1 of 2 rejected messages"
+    everything = runner.invoke(main, ["admin", "--db", url, "rejected"]).output
+    assert "x-ghost" in everything and everything.endswith("3 of 3 rejected messages\n")
+    assert runner.invoke(main, ["admin", "--db", url, "rejected", "--limit", "0"]).exit_code == 2
+
+
+def test_ledger_check_names_payments_with_cards_nobody_registered(tmp_path: Path) -> None:
+    from cloud import debts
+
+    url = f"sqlite:///{tmp_path / 'cloud.db'}"
+    cs.connect(url)
+    cs.seed(nodes=[], titles=[], copies=[], readers=[{"card": "R1", "name": "Айгерим"}])
+    debts.pay("R1", 100, payment_id="P1", node="b-a", now=cs.utcnow())
+    debts.pay("N9", 1_250, payment_id="P2", node="b-a", now=cs.utcnow())
+    assert debts.check_ledger() == [("N9", None, -1_250)]
+    cs.db.close()
+    out = CliRunner().invoke(main, ["admin", "--db", url, "ledger-check"])
+    assert out.exit_code == 0, out.output                  # balances agree: no failure
+    assert "N9: no such reader" in out.output and "12,50" in out.output
+    assert "every balance equals its ledger" in out.output

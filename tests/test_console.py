@@ -424,3 +424,32 @@ def test_every_page_and_an_action_on_postgresql() -> None:
             assert "on postgres" in trail
         finally:
             cs.db.close()
+
+
+def test_operators_inspect_rejected_messages_beside_the_exceptions(env) -> None:
+    now = cs.utcnow()
+    for i, (node, reason) in enumerate([("x-ghost", "unknown node"),
+                                        ("m-almaly", "not JSON: Expecting value"),
+                                        ("m-almaly", "<script>alert(1)</script>")]):
+        cs.RejectedMessage.create(topic=f"lib/v1/node/{node}/events", node=node, reason=reason,
+                                  payload=f'[{{"seq": {i}}}]', received_at=now - timedelta(i))
+    op, _ = login(env["app"], cd.OPERATOR)
+    assert "/console/rejected" in op.get("/console/exceptions").get_data(as_text=True)
+    page = op.get("/console/rejected").get_data(as_text=True)
+    assert "unknown node" in page and "x-ghost" in page and '[{&#34;seq&#34;: 0}]' in page
+    assert "<script>alert" not in page                     # shown, never run
+    only = op.get("/console/rejected?node=m-almaly").get_data(as_text=True)
+    assert "Expecting value" in only and "x-ghost</td>" not in only
+    branch, _ = login(env["app"], cd.BRANCH)
+    assert branch.get("/console/rejected").status_code == 403
+    assert "/console/rejected" not in branch.get("/console/exceptions").get_data(as_text=True)
+
+
+def test_the_debtors_page_names_payments_from_cards_nobody_registered(env) -> None:
+    from cloud import debts
+
+    debts.pay("N-unknown", 12_50, payment_id="P-orphan", node="b-central", now=cs.utcnow())
+    client, _ = login(env["app"], cd.BRANCH)
+    page = client.get("/console/debtors").get_data(as_text=True)
+    orphans = page[page.index('id="orphans"'):]
+    assert "N-unknown" in orphans and "12,50" in orphans

@@ -16,31 +16,31 @@ from tests.conftest import api, seed_cloud, small_fund
 pytestmark = pytest.mark.integration
 
 
-def in_cloud(path: Path, fn, *args, **kwargs):
+def in_cloud(url: str, fn, *args, **kwargs):
     """Act in the cloud's database from outside its process, as `kitap admin` does."""
-    cs.connect(f"sqlite:///{path}")
+    cs.connect(url)
     try:
         return fn(*args, **kwargs)
     finally:
         cs.db.close()
 
 
-def test_an_automatic_block_reaches_the_node_and_lifts_itself(tmp_path: Path, broker,
-                                                              network) -> None:
-    db = tmp_path / "cloud.db"
-    url = seed_cloud(db, small_fund(20))
-    today = in_cloud(db, settings.today)
+def test_an_automatic_block_reaches_the_node_and_lifts_itself(cloud_url: str, tmp_path: Path,
+                                                              broker, network) -> None:
+    """On SQLite and on PostgreSQL (``cloud_url``)."""
+    url = seed_cloud(cloud_url, small_fund(20))
+    today = in_cloud(url, settings.today)
 
     def two_loans_falling_due() -> None:
         # R0007 borrowed two books at b-other weeks ago; they fall due in two days.
         other = NodeLog("b-other", cs.utcnow() - timedelta(days=20))
         for copy in ("C00011", "C00012"):
             other.lend(copy, "R0007", today + timedelta(days=2))
-    in_cloud(db, two_loans_falling_due)
-    in_cloud(db, actions.set_setting, "cloud.block_overdue_items", "2")
+    in_cloud(url, two_loans_falling_due)
+    in_cloud(url, actions.set_setting, "cloud.block_overdue_items", "2")
     # The cloud's own overdue run (by today's calendar) must not race the one this
     # test runs for a day three days ahead: it ran just now, as far as it knows.
-    in_cloud(db, actions.set_setting, "cloud.job.overdue.last", cs.utcnow().isoformat())
+    in_cloud(url, actions.set_setting, "cloud.job.overdue.last", cs.utcnow().isoformat())
     broker.start()
     network.cloud(url)
     edge = network.edge("b-test", "branch", tmp_path / "edge.db")
@@ -48,7 +48,7 @@ def test_an_automatic_block_reaches_the_node_and_lifts_itself(tmp_path: Path, br
     assert api("GET", edge + "/api/readers/R0007")[1]["blocked_reason"] is None
 
     # Three days later the overdue run blocks the reader; the branch hears of it.
-    report = in_cloud(db, debts.overdue_run, today + timedelta(days=3))
+    report = in_cloud(url, debts.overdue_run, today + timedelta(days=3))
     assert report.blocked == 1
     t0 = time.monotonic()
     wait_for(lambda: api("GET", edge + "/api/readers/R0007")[1]["blocked_reason"]

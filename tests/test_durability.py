@@ -1,6 +1,7 @@
 """Durability and hostile messages: a committed event survives a crash before it is
 published; replayed, oversized, truncated, wrong-version and wrong-node messages are
-refused or ignored, counted, and change nothing."""
+refused or ignored, counted, and change nothing. Both run with the cloud on SQLite and on
+PostgreSQL (``cloud_url``)."""
 from __future__ import annotations
 
 import urllib.request
@@ -18,10 +19,10 @@ from tests.conftest import api, seed_cloud, seed_edge, small_fund
 pytestmark = pytest.mark.integration
 
 
-def test_an_edge_killed_between_commit_and_publish_loses_nothing(tmp_path: Path, broker,
-                                                                 network) -> None:
+def test_an_edge_killed_between_commit_and_publish_loses_nothing(cloud_url: str, tmp_path: Path,
+                                                                 broker, network) -> None:
     fund = small_fund(5)
-    cloud = network.cloud(seed_cloud(tmp_path / "cloud.db", fund))
+    cloud = network.cloud(seed_cloud(cloud_url, fund))
     db = seed_edge(tmp_path / "edge.db", "b-test", fund)
     edge = network.edge("b-test", "branch", db)
     # The broker is down: the loan is committed and the reader told "done"...
@@ -36,11 +37,11 @@ def test_an_edge_killed_between_commit_and_publish_loses_nothing(tmp_path: Path,
     assert copy["status"] == "on_loan" and copy["loans"][0]["id"] == loan["loan_id"]
 
 
-def test_hostile_messages_are_counted_and_change_nothing(tmp_path: Path, broker,
+def test_hostile_messages_are_counted_and_change_nothing(cloud_url: str, tmp_path: Path, broker,
                                                          network) -> None:
     fund = small_fund(5)
     broker.start()
-    cloud = network.cloud(seed_cloud(tmp_path / "cloud.db", fund))
+    cloud = network.cloud(seed_cloud(cloud_url, fund))
     edge = network.edge("b-test", "branch", seed_edge(tmp_path / "edge.db", "b-test", fund))
     assert api("POST", edge + "/api/checkout", {"reader": "R0001", "copy": "C00001"})[0] == 201
     wait_for(lambda: api("GET", edge + "/api/status")[1]["last_acked"] == 1, 20, what="ack")

@@ -6,13 +6,20 @@ from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import paho.mqtt.client as mqtt
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from paho.mqtt.enums import CallbackAPIVersion
+from peewee import OperationalError
 
 from cloud import store as s
-from cloud.ingest import UnknownNode, ingest
-from protocol.envelope import Event, make_envelope, parse_envelope
+from cloud.consumer import Consumer
+from cloud.handlers import HANDLERS
+from cloud.ingest import MAX_AHEAD, RESEND_GRACE, UnknownNode, ingest
+from kitap.procs import wait_for
+from protocol import topics
+from protocol.envelope import Event, decode_ack, encode_batch, make_envelope, parse_envelope
 from tests.cloud_fixtures import reset_cloud
 
 # In the past: events from the future would be (rightly) taken for a wrong clock.
@@ -86,11 +93,40 @@ def test_duplicates_are_ignored(cloud_db) -> None:
 
 def test_early_events_are_held_and_a_resend_is_asked(cloud_db) -> None:
     log = node_log("m-a", 6)
-    res = ingest("m-a", log[3:])          # 4, 5, 6 arrive first
-    assert (res.applied_seq, res.held, res.resend_from) == (0, 3, 1)
+    now = s.utcnow()
+    res = ingest("m-a", log[3:], now)     # 4, 5, 6 arrive first
+    assert (res.applied_seq, res.held) == (0, 3)
+    # Another ingest worker may be applying 1-3 right now: no resend asked yet...
+    assert res.resend_from is None
     assert s.Event.select().count() == 0
+    # ... but once the gap has waited past the grace, the node is asked for seq 1.
+    res = ingest("m-a", log[5:], now + timedelta(seconds=RESEND_GRACE + 1))
+    assert (res.applied_seq, res.held, res.resend_from) == (0, 3, 1)
     res = ingest("m-a", log[:3])          # the gap fills
     assert (res.applied_seq, res.applied, res.held, res.resend_from) == (6, 6, 0, None)
+
+
+def test_an_event_too_far_ahead_is_refused_not_held(cloud_db) -> None:
+    log = node_log("m-a", 2)
+    far = parse_envelope({**log[1].raw, "seq": MAX_AHEAD + 2})
+    res = ingest("m-a", [log[0], far])
+    assert (res.applied_seq, res.held, [e.seq for e in res.too_far]) == (1, 0, [MAX_AHEAD + 2])
+    assert s.HeldEvent.select().count() == 0
+    near = parse_envelope({**log[1].raw, "seq": MAX_AHEAD + 1})   # just within reach
+    assert ingest("m-a", [near]).held == 1
+
+
+def test_a_held_event_is_judged_by_when_it_arrived(cloud_db) -> None:
+    """A clock 10 minutes fast shows in the event held back, though its gap fills later."""
+    t1 = T0 + timedelta(minutes=5)
+    ahead = t1 + timedelta(minutes=10)
+    lend = parse_envelope(make_envelope("m-a", 2, _hlc(ahead), ahead, "loan.checkout", {
+        "loan_id": "L2", "copy": "C2", "reader": "R1", "due": (ahead + timedelta(days=21)).date()}))
+    ingest("m-a", [lend], received=t1)
+    first = parse_envelope(make_envelope("m-a", 1, _hlc(t1), t1, "loan.return", {"copy": "C1"}))
+    ingest("m-a", [first], received=t1 + timedelta(minutes=15))
+    assert s.Node.get_by_id("m-a").clock_flagged_at is not None
+    assert s.Loan.get_by_id("L2").checked_out_at == t1     # when it really happened
 
 
 def test_unknown_node_is_refused_and_changes_nothing(cloud_db) -> None:
@@ -233,3 +269,83 @@ def conflicting_nodes_converge(deliveries: list[tuple[str, int]], rng: random.Ra
     assert sorted(s.StaffException.select(s.StaffException.kind, s.StaffException.node,
                                           s.StaffException.seq)
                   .where(s.StaffException.closed_at.is_null()).tuples()) == open_exc
+
+
+@pytest.fixture
+def fragile_payments(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A fee.paid handler with a bug: it crashes on a payment described as "boom"."""
+    real = HANDLERS["fee.paid"]
+
+    def handler(node: s.Node, ev: Event, now: datetime) -> Any:
+        if ev.body["description"] == "boom":
+            raise KeyError("a bug in the payment handler")
+        if ev.body["description"] == "store down":
+            raise OperationalError("database is locked")
+        return real(node, ev, now)
+    monkeypatch.setitem(HANDLERS, "fee.paid", handler)
+
+
+def _payment(node: str, seq: int, description: str, amount: int = 500) -> Event:
+    ts = T0 + timedelta(minutes=seq)
+    return parse_envelope(make_envelope(node, seq, _hlc(ts), ts, "fee.paid", {
+        "payment_id": f"{node}-P{seq}", "reader": "R1", "amount": amount, "kind": "fee",
+        "description": description}))
+
+
+def test_an_event_a_handler_crashes_on_is_quarantined_and_the_rest_applied(
+        cloud_db, fragile_payments) -> None:
+    log = node_log("m-a", 3)
+    poison = _payment("m-a", 2, "boom", amount=700)
+    good = _payment("m-a", 4, "", amount=300)
+    res = ingest("m-a", [log[0], poison, log[2], good])
+    assert (res.applied_seq, res.held) == (4, 0)
+    ev = s.Event.get((s.Event.node == "m-a") & (s.Event.seq == 2))
+    assert ev.quarantined and "KeyError" in ev.error
+    exc = s.StaffException.get(s.StaffException.kind == "quarantined_event")
+    assert exc.seq == 2 and "Traceback" in exc.detail and "a bug in the payment" in exc.detail
+    # Everything else in the batch happened; nothing of the poison did.
+    assert {ln.id for ln in s.Loan.select()} == {log[0].body["loan_id"], log[2].body["loan_id"]}
+    assert s.Reader.get_by_id("R1").fees_owed == -300
+    assert s.Payment.select().count() == 1
+    # The node resends (it never saw an ack): nothing happens twice.
+    assert ingest("m-a", [log[0], poison, log[2], good]).duplicates == 4
+
+
+def test_a_store_error_quarantines_nothing(cloud_db, fragile_payments) -> None:
+    with pytest.raises(OperationalError):
+        ingest("m-a", [node_log("m-a", 1)[0], _payment("m-a", 2, "store down")])
+    assert s.Event.select().count() == 0 and s.StaffException.select().count() == 0
+
+
+@pytest.mark.integration
+def test_one_nodes_failure_never_holds_up_the_others(cloud_db, fragile_payments,
+                                                     broker) -> None:
+    """A batch the cloud cannot apply goes unacked; the other nodes' batches in the round don't."""
+    broker.start()
+    consumer = Consumer(host="127.0.0.1", port=broker.port, run_jobs=False)
+    acks: dict[str, list[int]] = {"m-a": [], "b-b": []}
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="nodes")
+    client.on_message = lambda c, u, m: acks[decode_ack(m.payload)["node"]].append(
+        decode_ack(m.payload)["acked"])
+    client.connect("127.0.0.1", broker.port)
+    client.subscribe([(topics.node_topic(n, "ack"), 1) for n in acks])
+    client.loop_start()
+    consumer.start()
+    try:
+        wait_for(lambda: consumer.connected, 10, what="cloud consumer connected")
+        stuck = [_payment("m-a", 1, "store down")]
+        fine = node_log("b-b", 2, seed=5, copies=range(5, 10))
+
+        def send() -> bool:
+            """Both nodes publish, as edges do until acknowledged; True once b-b is."""
+            for node, events in (("m-a", stuck), ("b-b", fine)):
+                client.publish(topics.node_topic(node, "events"),
+                               encode_batch([e.raw for e in events]), qos=1).wait_for_publish(5)
+            return 2 in acks["b-b"]
+        wait_for(send, 15, interval=1.0, what="b-b acknowledged")
+        assert acks["m-a"] == [] and consumer.failed >= 1
+        assert s.NodeCursor.get_by_id("b-b").applied_seq == 2
+    finally:
+        consumer.stop()
+        client.loop_stop()
+        client.disconnect()

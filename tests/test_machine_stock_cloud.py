@@ -1,9 +1,9 @@
-"""The cloud's side of a machine's stock and faults: copy facts, staff exceptions, their order."""
+"""The cloud's side of a machine's stock and faults: copy facts, staff exceptions, their order
+(the ingest tests on SQLite and on PostgreSQL)."""
 from __future__ import annotations
 
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -64,11 +64,10 @@ def test_audit_confirms_finds_and_misses() -> None:
     assert audited(lent, node="m-a", slot=3, present=False, at=T0).copy == lent
 
 
-# -- ingest on a real SQLite file ------------------------------------------------------
+# -- ingest, on SQLite and on PostgreSQL ---------------------------------------------------
 
 @pytest.fixture
-def cloud_db(tmp_path: Path) -> Iterator[None]:
-    s.connect(f"sqlite:///{tmp_path / 'cloud.db'}")
+def cloud_db(cloud_store: str) -> Iterator[None]:
     s.seed(nodes=[{"id": "m-a", "kind": "machine"}, {"id": "b-b", "kind": "branch"}],
            titles=[], readers=[],
            copies=[{"barcode": f"C{i}", "status": "in_slot", "location_node": "m-a", "slot": i,
@@ -76,7 +75,6 @@ def cloud_db(tmp_path: Path) -> Iterator[None]:
            + [{"barcode": "C9", "status": "on_shelf", "location_node": "b-b",
                "home_node": "b-b"}])
     yield
-    s.db.close()
 
 
 class Log:

@@ -1,6 +1,7 @@
 """Two ingest processes on PostgreSQL, sharing the nodes (MQTT 5 shared subscription), race
 on the same nodes' events — delivered in any order, twice, with gaps, one process frozen for
-a while — and end in the same state as applying each log once."""
+a while — and end in the same state as applying each log once; and a real node's backlog,
+spread over two such processes, drains without being asked for again."""
 from __future__ import annotations
 
 import json
@@ -19,15 +20,21 @@ from cloud import debts
 from cloud import settings as cloud_settings
 from cloud import store as s
 from cloud.ingest import ingest
+from edge import store as es
+from edge.store import EdgeStore
 from kitap.procs import Process, free_port, http_json, kitap_command, wait_for, wait_http
 from protocol import topics
 from protocol.envelope import Event, decode_ack, encode_batch
 from tests.cloud_fixtures import pg_database, require_pg
+from tests.conftest import api, seed_cloud, seed_edge, small_fund
 from tests.test_reconcile_property import NODES, _seed, assert_invariants, node_log, state
 
 pytestmark = pytest.mark.integration
 
 EVENTS = 40  # per node: enough that both processes get plenty of every node's batches
+# Events a node has waiting when its link comes back: six batches (edge/sync.py
+# BATCH_SIZE), all sent at once within its window.
+BACKLOG = 1200
 
 
 class Nodes:
@@ -139,3 +146,51 @@ def test_two_ingest_processes_racing_on_postgres_end_as_one(tmp_path: Path, brok
         assert got == expected, logs_text
         assert len(got["events"]) == EVENTS * len(NODES)
         assert json.dumps(got, default=str).count("on_loan") > 0    # a state worth comparing
+
+
+def test_a_backlog_spread_over_two_shared_workers_drains_without_rewinds(tmp_path: Path, broker,
+                                                                         network) -> None:
+    """A node's batches, handed out one by one to two workers, are not asked for again.
+
+    A shared subscription spreads messages, not nodes: a worker may take a node's
+    batch while the other still applies the one before. That gap fills by itself;
+    the cloud asks for a resend only once a gap has waited past ingest.RESEND_GRACE.
+    """
+    require_pg()
+    fund = small_fund(BACKLOG // 2)
+    fund["readers"] = [{"card": f"R{i:04d}", "name": f"Reader {i}", "category": "adult"}
+                       for i in range(BACKLOG // 10)]   # a few loans each
+    with pg_database() as url:
+        seed_cloud(url, fund)
+        db = seed_edge(tmp_path / "edge.db", "b-test", fund)
+        store = EdgeStore("b-test", str(db))
+        start = s.utcnow() - timedelta(days=1)              # a day offline
+        with store.writing():                               # one commit: quicker to make
+            for i in range(BACKLOG // 2):
+                at = start + timedelta(seconds=10 * i)
+                store.checkout(f"R{i % (BACKLOG // 10):04d}", f"C{i:05d}", now=at)
+                store.checkin(f"C{i:05d}", now=at + timedelta(seconds=5))
+        es.db.close()
+        broker.start()
+        clouds = [network.cloud(url, shared=True) for _ in range(2)]
+        for p in network.procs:
+            wait_for(lambda p=p: "cloud consumer connected" in p.log.read_text(), 20,
+                     what=f"{p.log.name} subscribed")
+        edge = network.edge("b-test", "branch", db)
+        wait_for(lambda: api("GET", edge + "/api/status")[1]["last_acked"] == BACKLOG, 120,
+                 interval=0.5, what="the backlog acknowledged")
+        link = api("GET", edge + "/api/status")[1]["link"]
+        seen = [cloud_got(c) for c in clouds]
+        assert all(seen), seen                              # both workers had batches
+        assert link["resends_asked"] == 0, (link, network.logs())
+        summary = api("GET", clouds[0] + "/api/summary")[1]
+        assert summary["events_applied"] == BACKLOG and summary["loans_open"] == 0
+        network.stop()                                     # before its database goes
+
+
+def cloud_got(url: str) -> float:
+    """Event messages this cloud process took from the broker, from its /metrics."""
+    with urllib.request.urlopen(url + "/metrics", timeout=5) as resp:  # noqa: S310 - ours
+        text = resp.read().decode()
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+               if line.startswith("kitap_cloud_event_messages_total"))

@@ -1,4 +1,7 @@
-"""End to end over a real Mosquitto: an edge node's events reach the cloud exactly once."""
+"""End to end over a real Mosquitto: an edge node's events reach the cloud exactly once.
+
+Each test runs with the cloud on SQLite and on PostgreSQL (``cloud_url``).
+"""
 from __future__ import annotations
 
 from pathlib import Path
@@ -22,10 +25,11 @@ def _summary(cloud: str) -> dict:
     return api("GET", cloud + "/api/summary")[1]
 
 
-def test_checkout_with_broker_down_is_served_then_reaches_cloud_once(tmp_path: Path, broker,
+def test_checkout_with_broker_down_is_served_then_reaches_cloud_once(cloud_url: str,
+                                                                      tmp_path: Path, broker,
                                                                       network) -> None:
     fund = small_fund(5)
-    cloud = network.cloud(seed_cloud(tmp_path / "cloud.db", fund))
+    cloud = network.cloud(seed_cloud(cloud_url, fund))
     edge = network.edge("b-test", "branch", seed_edge(tmp_path / "edge.db", "b-test", fund))
 
     # The broker is down: the reader is still served, the event waits in the outbox.
@@ -49,11 +53,12 @@ def test_checkout_with_broker_down_is_served_then_reaches_cloud_once(tmp_path: P
     assert _status(edge)["outbox_depth"] == 0
 
 
-def test_broker_killed_mid_stream_of_200_events_cloud_has_all_once(tmp_path: Path, broker,
+def test_broker_killed_mid_stream_of_200_events_cloud_has_all_once(cloud_url: str,
+                                                                   tmp_path: Path, broker,
                                                                    network) -> None:
     fund = small_fund(100)
     broker.start()
-    cloud = network.cloud(seed_cloud(tmp_path / "cloud.db", fund))
+    cloud = network.cloud(seed_cloud(cloud_url, fund))
     edge = network.edge("b-test", "branch", seed_edge(tmp_path / "edge.db", "b-test", fund))
     wait_for(lambda: _status(edge)["link"]["connected"], 15, what="edge connected")
 
@@ -97,11 +102,12 @@ def test_broker_killed_mid_stream_of_200_events_cloud_has_all_once(tmp_path: Pat
         assert copy["status"] == "on_shelf" and copy["location_node"] == "b-test"
 
 
-def test_malformed_messages_are_rejected_and_the_consumer_goes_on(tmp_path: Path, broker,
+def test_malformed_messages_are_rejected_and_the_consumer_goes_on(cloud_url: str,
+                                                                  tmp_path: Path, broker,
                                                                   network) -> None:
     fund = small_fund(5)
     broker.start()
-    cloud = network.cloud(seed_cloud(tmp_path / "cloud.db", fund))
+    cloud = network.cloud(seed_cloud(cloud_url, fund))
     pub = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="garbage")
     pub.connect("127.0.0.1", broker.port)
     pub.loop_start()

@@ -1,5 +1,6 @@
-"""Work queues: the exceptions reconciliation raised for staff, and readers' online
-applications waiting for a branch to issue their card.
+"""Work queues: the exceptions reconciliation raised for staff, the messages the cloud
+refused at the door, and readers' online applications waiting for a branch to issue
+their card.
 
 Closing an exception records who closed it and why, in the exception itself and
 in the audit trail. Branch staff work the queues of their own branch only.
@@ -41,10 +42,30 @@ def exceptions() -> Any:
              .where(s.StaffException.closed_at.is_null()).group_by(s.StaffException.kind)
              .order_by(fn.COUNT(s.StaffException.id).desc()).tuples())
     nodes = list(s.Node.select().order_by(s.Node.id))
+    rejected = s.RejectedMessage.select().count() if me().at_least("operator") else None
     return render_template("console/exceptions.html", rows=rows, kinds=list(kinds), kind=kind,
                            node=node, state=state, nodes=nodes, page=page,
                            pages=max(1, -(-total // PAGE_SIZE)), total=total,
-                           may_act_on=me().may_act_on)
+                           may_act_on=me().may_act_on, rejected=rejected)
+
+
+@bp.get("/rejected")
+@require("operator")
+def rejected_messages() -> Any:
+    """Messages refused at the door (bad, unknown or wrong node), newest first, by node."""
+    node = request.args.get("node", "")
+    query = s.RejectedMessage.select()
+    if node:
+        query = query.where(s.RejectedMessage.node == node)
+    page = int_arg("page", 1, 1) or 1
+    total = query.count()
+    rows = list(query.order_by(s.RejectedMessage.received_at.desc(),
+                               s.RejectedMessage.id.desc()).paginate(page, PAGE_SIZE))
+    # Any node a message named, known or not (an unknown node is a reason to refuse).
+    nodes = sorted(n for (n,) in s.tuples(s.RejectedMessage.select(s.RejectedMessage.node)
+                                          .distinct()) if n)
+    return render_template("console/rejected.html", rows=rows, node=node, nodes=nodes,
+                           page=page, pages=max(1, -(-total // PAGE_SIZE)), total=total)
 
 
 @bp.post("/exceptions/<int:exc_id>/close")

@@ -120,7 +120,8 @@ def debtors_page() -> Any:
                       f"{d.owed / 100:.2f}", " ".join(d.locations), d.blocked_reason or "",
                       contacts.get(d.card) or ""] for d in rows])
     return render_template("console/debtors.html", rows=rows, nodes=_list_nodes(), node=node,
-                           days=days, amount=tenge, total=sum(d.owed for d in rows))
+                           days=days, amount=tenge, total=sum(d.owed for d in rows),
+                           orphans=debts.ledger_orphans())
 
 
 @bp.get("/overdue")

@@ -166,6 +166,23 @@ i18n.register({
                          "This exception is already closed."),
     "x.ok.close": ("№{id} ерекшелік жабылды.", "Исключение №{id} закрыто.",
                    "Exception {id} closed."),
+    # -- rejected messages ------------------------------------------------------------
+    "nav.rejected": ("Қабылданбаған хабарлар", "Отклонённые сообщения", "Rejected messages"),
+    "rj.title": ("Қабылданбаған хабарлар", "Отклонённые сообщения", "Rejected messages"),
+    "rj.lead": ("Бұлт есік алдында қабылдамаған хабарлар (бұзылған, белгісіз немесе басқа "
+                "түйіннен келген). Олар ештеңені өзгертпеді; тексеру үшін сақталған.",
+                "Сообщения, которые облако отклонило сразу (повреждённые, от неизвестного "
+                "или чужого узла). Они ничего не изменили и сохранены для проверки.",
+                "Messages the cloud refused at the door (damaged, from an unknown node or "
+                "the wrong one). They changed nothing and are kept for inspection."),
+    "rj.link": ("Қабылданбаған хабарлар: {n}", "Отклонённых сообщений: {n}",
+                "Rejected messages: {n}"),
+    "rj.back": ("Ерекшеліктер кезегі", "Очередь исключений", "The exceptions queue"),
+    "rj.when": ("Келді", "Получено", "Received"),
+    "rj.payload": ("Мазмұны", "Содержимое", "Payload"),
+    "rj.bytes": ("{n} таңба", "{n} символов", "{n} characters"),
+    "rj.none": ("Қабылданбаған хабар жоқ.", "Отклонённых сообщений нет.",
+                "No rejected messages."),
     # -- inventory --------------------------------------------------------------------
     "i.title": ("Қор", "Фонд", "Inventory"),
     "i.find": ("Дана қайда? Штрих-код", "Где экземпляр? Штрихкод", "Where is a copy? Barcode"),
@@ -309,6 +326,16 @@ i18n.register({
     "d.owed": ("Қарыз", "Долг", "Owed"),
     "d.where": ("Қайда алған", "Где взяты", "Borrowed at"),
     "d.none": ("Қарызгер жоқ.", "Должников нет.", "No debtors."),
+    "d.orphans": ("Бұлт білмейтін карталардың төлемдері", "Платежи по неизвестным облаку картам",
+                  "Payments with cards the cloud does not know"),
+    "d.orphans_lead": ("Түйінде төленді, бірақ картаның тіркелуі бұлтқа әлі жеткен жоқ. "
+                       "Ақша есепте тұр, бірақ ешбір оқырманға жазылмаған.",
+                       "Оплачено на узле, но регистрация карты до облака ещё не дошла. "
+                       "Деньги в журнале, но не записаны ни за одним читателем.",
+                       "Paid at a node before the card's registration reached the cloud. "
+                       "The money is in the ledger, but on no reader's account."),
+    "d.card": ("Карта", "Карта", "Card"),
+    "d.in_ledger": ("Есепте", "В журнале", "In the ledger"),
     "o.title": ("Мерзімі өткен кітаптар", "Просроченные выдачи", "Overdue loans"),
     "o.lead": ("Қайтару мерзімі өткен ашық берілімдер.", "Открытые выдачи после срока возврата.",
                "Open loans past their due date."),
