@@ -483,7 +483,9 @@ class EdgeStore:
         # The cloud's count as of ``synced_at`` plus what happened here since,
         # which the cloud may not have heard of yet.
         since = r.synced_at or datetime.min.replace(tzinfo=UTC)
-        lent = Loan.select().where((Loan.reader == r.card) & (Loan.checked_out_at > since)).count()
+        # (A loan made and brought back here since then was never open to the cloud.)
+        lent = Loan.select().where((Loan.reader == r.card) & (Loan.checked_out_at > since)
+                                   & Loan.returned_at.is_null()).count()
         back = Loan.select().where((Loan.reader == r.card) & (Loan.returned_at > since)
                                    & (Loan.checked_out_at <= since)).count()
         return max(0, r.open_loans + lent - back)

@@ -253,3 +253,16 @@ def test_due_dates_count_in_the_library_s_days_and_the_cloud_names_its_zone(clou
     node.checkin("C1", now=one_am_almaty)
     again = node.checkout("R1", "C1", now=one_am_almaty)
     assert again.due == date(2026, 12, 2) + timedelta(days=days)
+
+
+def test_a_reader_who_borrows_and_returns_offline_is_not_held_at_the_limit(cloud, node) -> None:
+    """Books lent and brought back here since the cloud last spoke are not still open."""
+    from edge import circulation
+
+    bootstrap(node)
+    limit = circulation.policy_for(node.policies(), "book", "adult").max_items
+    for _ in range(limit + 2):                   # more round trips than the limit allows open
+        node.checkout("R1", "C1")
+        node.checkin("C1")
+    assert node.reader_view("R1").open_loans == 0
+    assert node.check_checkout("R1", "C1") is None
