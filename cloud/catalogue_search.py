@@ -31,6 +31,10 @@ logger = logging.getLogger(__name__)
 # Titles written by another process (seed, admin, another cloud) reach the
 # index within this many seconds; a search must not pay for a full scan each time.
 REFRESH_EVERY = 30.0
+# How long a search waits for a busy database's write lock when titles are
+# missing from the index (a reader would find nothing): a moment, not the 2.5 s
+# a page's write may wait.
+INCOMPLETE_WAIT_MS = 1000
 # Matches ranked in Python per query: far more than anyone pages through.
 MAX_MATCHES = 1000
 PAGE_SIZE = 20
@@ -112,9 +116,12 @@ def refresh(force: bool = False) -> None:
         due = force or time.monotonic() - _refreshed_at >= REFRESH_EVERY
         if due:
             _refreshed_at = time.monotonic()
-    if due or s.TitleSearch.select().count() != s.Title.select().count():
+    incomplete = s.TitleSearch.select().count() != s.Title.select().count()
+    if due or incomplete:
         try:
-            with _no_lock_wait():
+            # Titles missing from the index would not be found at all: for them a
+            # search waits a moment for the lock; an edit's refresh never waits.
+            with _lock_wait(INCOMPLETE_WAIT_MS if incomplete else 0):
                 reindex()
         except OperationalError as exc:
             if not s.is_lock_error(exc):
@@ -127,15 +134,15 @@ def refresh(force: bool = False) -> None:
 
 
 @contextmanager
-def _no_lock_wait() -> Iterator[None]:
-    """On SQLite, give up at once if another process holds the write lock: a search
-    must not wait for the index (PostgreSQL's readers and writers do not block each other
-    here: only another refresh writes these rows)."""
+def _lock_wait(ms: int) -> Iterator[None]:
+    """On SQLite, wait at most ``ms`` for another process's write lock: a search must
+    not wait long for the index (PostgreSQL's readers and writers do not block each
+    other here: only another refresh writes these rows)."""
     if s.is_postgres():
         yield
         return
     (before,) = s.db.execute_sql("PRAGMA busy_timeout").fetchone()
-    s.db.execute_sql("PRAGMA busy_timeout = 0")
+    s.db.execute_sql(f"PRAGMA busy_timeout = {int(ms)}")
     try:
         yield
     finally:

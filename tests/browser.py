@@ -116,3 +116,28 @@ def fund(node: str, copies: list[dict[str, Any]]) -> dict[str, list[Any]]:
             "readers": [{"card": r["card"], "name": r["name"], "category": "adult",
                          "pin_hash": pin_hash(r["pin"])} for r in READERS],
             "node": [node]}
+
+
+# The elements that reach past the right edge of the window (a page that makes a
+# phone scroll sideways), described for the failure message.
+_OVERFLOWING = """() => {
+  const w = window.innerWidth, out = [];
+  for (const el of document.body.querySelectorAll("*")) {
+    const r = el.getBoundingClientRect();
+    if (r.right > w + 1 && r.width > 0) {
+      out.push(el.tagName.toLowerCase() + (el.id ? "#" + el.id : "") +
+               (el.className && typeof el.className === "string" ? "." + el.className.trim()
+                .replace(/ +/g, ".") : "") + " right=" + Math.round(r.right) + " w=" + w +
+               " text=" + (el.textContent || "").trim().slice(0, 40));
+    }
+  }
+  return out.slice(0, 8);
+}"""
+
+
+def fits_the_width(page: Any) -> list[str]:
+    """[] if the page does not scroll sideways; else what sticks out, for the message."""
+    if page.evaluate("document.documentElement.scrollWidth <= window.innerWidth"):
+        return []
+    return list(page.evaluate(_OVERFLOWING)) or ["(the page is wider than the window)"]
+

@@ -140,7 +140,7 @@ def test_a_reader_finds_reserves_and_the_branch_gets_the_hold(live: Live, browse
         wait_for(lambda: second_id not in holds_at_branch(live), 20, interval=0.3,
                  what="the cancellation to reach the branch")
         assert hold_id in holds_at_branch(live)
-        assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
+        assert pw.fits_the_width(page) == []
 
 
 def free_reader(live: Live, pool: list[Any]) -> Any:

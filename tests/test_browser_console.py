@@ -163,7 +163,7 @@ def test_operator_finds_a_dead_node_exports_debtors_and_closes_an_exception(
         sign_in(phone, cd.OPERATOR)
         expect(phone.locator("table.nodes tbody tr").first).to_have_attribute(
             "data-node", cd.OTHER_BRANCH)
-        assert phone.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
+        assert pw.fits_the_width(phone) == []
         screenshot(phone, "console-network-phone")
 
 
